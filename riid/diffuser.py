@@ -1,0 +1,147 @@
+"""R2ID: a diffusion transformer over RIAE latents whose tokens are latent pixels at dual coordinates.
+
+The encoder (cloud self-attention + FFN, AdaLN-modulated by time) runs once per step;
+the decoder (the same plus cross-attention to condition tokens) runs once per
+condition, so classifier-free guidance shares the encoder work.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .attention import Attention, FeedForward
+from .coords import COORD_CHANNELS, fourier_features, grid_features
+from .validate import MAX_LATENT_SIDE, check_int, check_size
+
+
+@dataclass
+class R2IDConfig:
+    latent_channels: int = 16
+    dim: int = 128
+    heads: int = 4
+    encoder_blocks: int = 3
+    decoder_blocks: int = 3
+    mlp_ratio: int = 4
+    num_clouds: int = 1  # random token groups for self-attention; 1 = full attention
+    cond_dim: int = 128
+
+
+@dataclass
+class ConditionerConfig:
+    num_classes: int = 10
+    tokens: int = 4
+    dim: int = 128
+
+
+class LabelConditioner(nn.Module):
+    """A label one-hot [B, classes] → condition tokens [B, T, D]; all zeros is the null condition.
+
+    The original's stand-in for a text encoder.
+    """
+
+    def __init__(self, config: ConditionerConfig):
+        super().__init__()
+        self.config = config
+        self.proj = nn.Linear(config.num_classes, config.tokens * config.dim)
+
+    def one_hot(self, digits: torch.Tensor) -> torch.Tensor:
+        """Digit labels [B] (−1 for the null condition) → one-hot [B, classes]."""
+        classes = self.config.num_classes
+        if digits.numel() and (digits.min() < -1 or digits.max() >= classes):
+            raise ValueError(f"digits must be in [0, {classes - 1}] (or -1 for none)")
+        hot = torch.zeros(len(digits), classes, device=self.proj.weight.device)
+        keep = digits >= 0
+        hot[keep, digits[keep]] = 1.0
+        return hot
+
+    def forward(self, one_hot: torch.Tensor) -> torch.Tensor:
+        return rearrange(self.proj(one_hot), "b (t d) -> b t d", t=self.config.tokens)
+
+
+def time_features(alpha_bar: torch.Tensor) -> torch.Tensor:
+    """alpha_bar [B] in [0, 1] → Fourier features [B, 22] (mapped to [-0.5, 0.5] like a coordinate)."""
+    return fourier_features((alpha_bar - 0.5)[:, None])
+
+
+def cloud_attention(attn: Attention, x: torch.Tensor, num_clouds: int, chunk: int | None) -> torch.Tensor:
+    """Self-attention inside ``num_clouds`` random groups of tokens (1 = full attention)."""
+    n = x.shape[1]
+    if num_clouds <= 1 or n <= num_clouds:
+        return attn(x, chunk=chunk)
+    order = torch.randperm(n, device=x.device)
+    out = torch.empty_like(x)
+    for group in order.tensor_split(num_clouds):
+        out[:, group] = attn(x[:, group], chunk=chunk)
+    return out
+
+
+class ModulatedBlock(nn.Module):
+    """AdaLN block: cloud self-attention, optional cross-attention to condition tokens, FFN."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, cond_dim: int | None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.attn = Attention(dim, heads)
+        self.cross = None if cond_dim is None else Attention(dim, heads, context_dim=cond_dim)
+        self.norm_cross = None if cond_dim is None else nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.ff = FeedForward(dim, mlp_ratio)
+        self.modulation = nn.Linear(dim, 6 * dim)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, x, t, num_clouds=1, cond=None, chunk=None):
+        # x [B, N, D], t [B, D], cond [B, T, Dc]
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(t)[:, None].chunk(6, dim=-1)
+        x = x + gate1 * cloud_attention(self.attn, self.norm1(x) * (1 + scale1) + shift1, num_clouds, chunk)
+        if self.cross is not None:
+            x = x + self.cross(self.norm_cross(x), context=cond, chunk=chunk)
+        return x + gate2 * self.ff(self.norm2(x) * (1 + scale2) + shift2)
+
+
+class R2ID(nn.Module):
+    def __init__(self, config: R2IDConfig):
+        super().__init__()
+        self.config = c = config
+        self.tokens_in = nn.Linear(c.latent_channels + COORD_CHANNELS, c.dim)
+        self.time_mlp = nn.Sequential(nn.Linear(2 * 11, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
+        self.encoder = nn.ModuleList(ModulatedBlock(c.dim, c.heads, c.mlp_ratio, None) for _ in range(c.encoder_blocks))
+        self.decoder = nn.ModuleList(ModulatedBlock(c.dim, c.heads, c.mlp_ratio, c.cond_dim)
+                                     for _ in range(c.decoder_blocks))
+        self.norm_out = nn.LayerNorm(c.dim, elementwise_affine=False)
+        self.out_modulation = nn.Linear(c.dim, 2 * c.dim)
+        self.head = nn.Linear(c.dim, c.latent_channels)
+        for layer in (self.out_modulation, self.head):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, alpha_bar: torch.Tensor, conds: list[torch.Tensor],
+                num_clouds: int | None = None, chunk: int | None = None) -> list[torch.Tensor]:
+        """Predict the noise of x [B, Cl, h, w] at alpha_bar [B] under each condition in ``conds``.
+
+        Returns one epsilon [B, Cl, h, w] per condition; the encoder runs once for all of them
+        and the decoder runs once on the conditions stacked along the batch.
+        """
+        if x.ndim != 4 or x.shape[1] != self.config.latent_channels:
+            raise ValueError(f"x must be [batch, {self.config.latent_channels}, h, w], got {tuple(x.shape)}")
+        b, _, h, w = x.shape
+        check_size("latent size", (h, w), MAX_LATENT_SIDE)
+        if not conds:
+            raise ValueError("conds must hold at least one condition")
+        clouds = check_int("num_clouds", num_clouds or self.config.num_clouds, 1, h * w)
+        coords = grid_features(h, w, b, self.training, device=x.device, dtype=x.dtype)
+        tokens = self.tokens_in(torch.cat([rearrange(x, "b c h w -> b (h w) c"), coords], dim=-1))  # [B, N, D]
+        t = self.time_mlp(time_features(alpha_bar.to(x.dtype)))  # [B, D]
+        for block in self.encoder:
+            tokens = block(tokens, t, clouds, chunk=chunk)
+
+        k = len(conds)
+        tokens, t, cond = tokens.repeat(k, 1, 1), t.repeat(k, 1), torch.cat(conds, dim=0)  # [kB, ...]
+        for block in self.decoder:
+            tokens = block(tokens, t, clouds, cond, chunk=chunk)
+        shift, scale = self.out_modulation(t)[:, None].chunk(2, dim=-1)
+        eps = self.head(self.norm_out(tokens) * (1 + scale) + shift)  # [kB, N, Cl]
+        return list(rearrange(eps, "(k b) (h w) c -> k b c h w", k=k, h=h, w=w))

@@ -1,0 +1,105 @@
+"""Autoencoder + diffuser + conditioner: digits in, images out, at any size."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .autoencoder import RIAE
+from .checkpoint import load_model, save_model
+from .diffuser import R2ID, LabelConditioner
+from .samplers import SAMPLERS, sample_ddim, sample_dpmpp_2m
+from .schedule import sampling_alpha_bars
+from .validate import (MAX_BATCH, MAX_CFG, MAX_ETA, MAX_IMAGE_SIDE, MAX_LATENT_SIDE, MAX_STEPS, check_float,
+                       check_int, check_size)
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints"
+DEFAULT_SAMPLER = "dpmpp"
+DEFAULT_STEPS = 20
+DEFAULT_CFG = 3.0
+DEFAULT_ETA = 0.0
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class SamplingSettings:
+    """Validated settings of one generation request."""
+    height: int
+    width: int
+    latent_height: int
+    latent_width: int
+    steps: int = DEFAULT_STEPS
+    cfg: float = DEFAULT_CFG
+    eta: float = DEFAULT_ETA
+    sampler: str = DEFAULT_SAMPLER
+    seed: int = 0
+
+
+class Pipeline:
+    def __init__(self, autoencoder: RIAE, diffuser: R2ID, conditioner: LabelConditioner):
+        self.autoencoder = autoencoder.eval()
+        self.diffuser = diffuser.eval()
+        self.conditioner = conditioner.eval()
+
+    def settings(self, height, width, latent_size=None, steps=DEFAULT_STEPS, cfg=DEFAULT_CFG, eta=DEFAULT_ETA,
+                 sampler=DEFAULT_SAMPLER, seed=0) -> SamplingSettings:
+        """Check every argument of a request; a bad one raises ValueError naming its allowed range."""
+        height, width = check_size("output size", (height, width), MAX_IMAGE_SIDE)
+        if latent_size is None or latent_size == (None, None):
+            latent_size = self.autoencoder.default_latent_size(height, width)
+        lh, lw = check_size("latent size", latent_size, MAX_LATENT_SIDE)
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        return SamplingSettings(height, width, lh, lw, check_int("steps", steps, 1, MAX_STEPS),
+                                check_float("cfg", cfg, 0.0, MAX_CFG), check_float("eta", eta, 0.0, MAX_ETA),
+                                sampler, check_int("seed", seed, 0, MAX_SEED))
+
+    @torch.no_grad()
+    def sample_latents(self, digits, s: SamplingSettings, callback=None) -> torch.Tensor:
+        """Diffuse latents [N, Cl, h, w] for a list of digits (0–9)."""
+        digits = torch.as_tensor(digits, dtype=torch.long).flatten()
+        check_int("number of digits", len(digits), 1, MAX_BATCH)
+        if digits.min() < 0 or digits.max() > 9:
+            raise ValueError(f"digits must be integers in [0, 9], got {digits.tolist()}")
+        cond = self.conditioner(self.conditioner.one_hot(digits))
+        null = self.conditioner(self.conditioner.one_hot(torch.full_like(digits, -1)))
+
+        def denoiser(x, alpha_bar):
+            eps_cond, eps_null = self.diffuser(x, alpha_bar, [cond, null])
+            return eps_null + s.cfg * (eps_cond - eps_null)
+
+        generator = torch.Generator().manual_seed(s.seed)
+        shape = (len(digits), self.diffuser.config.latent_channels, s.latent_height, s.latent_width)
+        x = torch.randn(shape, generator=generator)
+        alpha_bars = sampling_alpha_bars(s.steps)
+        if s.sampler == "ddim":
+            return sample_ddim(denoiser, x, alpha_bars, s.eta, generator, callback)
+        return sample_dpmpp_2m(denoiser, x, alpha_bars, callback)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return self.autoencoder.decode(latents, (height, width)).clamp(-1, 1)
+
+    @torch.no_grad()
+    def generate(self, digits, height: int = 32, width: int = 32, latent_size=None, steps=DEFAULT_STEPS,
+                 cfg=DEFAULT_CFG, eta=DEFAULT_ETA, sampler=DEFAULT_SAMPLER, seed=0, callback=None) -> torch.Tensor:
+        """Images [N, 1, height, width] in [-1, 1], one per digit in ``digits``."""
+        s = self.settings(height, width, latent_size, steps, cfg, eta, sampler, seed)
+        return self.decode(self.sample_latents(digits, s, callback), s.height, s.width)
+
+    def save(self, folder) -> None:
+        folder = Path(folder)
+        save_model(self.autoencoder, folder / "autoencoder")
+        save_model(self.diffuser, folder / "diffuser")
+        save_model(self.conditioner, folder / "conditioner")
+
+
+def load_pipeline(folder=DEFAULT_CHECKPOINT, device="cpu") -> Pipeline:
+    """Rebuild autoencoder, diffuser and conditioner from a checkpoint folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"checkpoint folder not found: {folder}")
+    return Pipeline(load_model(folder / "autoencoder", "riae", device),
+                    load_model(folder / "diffuser", "r2id", device),
+                    load_model(folder / "conditioner", "label_conditioner", device))

@@ -1,0 +1,67 @@
+"""Samplers: pure functions of a denoiser callable ``denoiser(x, alpha_bar) -> epsilon``.
+
+Each takes the starting noise x and the alpha_bar values to visit (from noisy to clean,
+see :func:`riid.schedule.sampling_alpha_bars`), and calls ``callback(step, x, x0)``
+after every step with the current sample and its clean-image estimate.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Callback = Callable[[int, torch.Tensor, torch.Tensor], None] | None
+
+
+def _predict_x0(denoiser: Denoiser, x: torch.Tensor, alpha_bar: float) -> tuple[torch.Tensor, torch.Tensor]:
+    eps = denoiser(x, torch.full((x.shape[0],), alpha_bar, device=x.device, dtype=x.dtype))
+    return (x - (1 - alpha_bar) ** 0.5 * eps) / alpha_bar ** 0.5, eps
+
+
+@torch.no_grad()
+def sample_ddim(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tensor, eta: float = 0.0,
+                generator: torch.Generator | None = None, callback: Callback = None) -> torch.Tensor:
+    """DDIM; eta = 0 is deterministic, eta = 1 matches DDPM's variance, larger adds more fresh noise."""
+    ab = alpha_bars.tolist()
+    for i in range(len(ab) - 1):
+        x0, eps = _predict_x0(denoiser, x, ab[i])
+        a, a_next = ab[i], ab[i + 1]
+        sigma = eta * ((1 - a_next) / (1 - a) * (1 - a / a_next)) ** 0.5
+        sigma = min(sigma, (1 - a_next) ** 0.5)  # eta > 1 cannot take more noise than the step holds
+        x = a_next ** 0.5 * x0 + (1 - a_next - sigma ** 2) ** 0.5 * eps
+        if sigma > 0:
+            x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if callback is not None:
+            callback(i, x, x0)
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tensor,
+                    callback: Callback = None) -> torch.Tensor:
+    """DPM-Solver++(2M): a second-order multistep solver of the probability-flow ODE in x0 space.
+
+    The last step is first order, which is steadier with few steps.
+    """
+    ab = alpha_bars.tolist()
+    lam = [0.5 * (torch.tensor(a / (1 - a)).log().item()) if a < 1 else float("inf") for a in ab]
+    x0_prev, h_prev = None, None
+    for i in range(len(ab) - 1):
+        x0, _ = _predict_x0(denoiser, x, ab[i])
+        a, a_next = ab[i], ab[i + 1]
+        h = lam[i + 1] - lam[i]
+        if x0_prev is None or i == len(ab) - 2:
+            d = x0
+        else:
+            r = h_prev / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+        # x_next = (σ_next/σ)·x − α_next·(e^{−h} − 1)·D
+        x = ((1 - a_next) / (1 - a)) ** 0.5 * x - a_next ** 0.5 * torch.expm1(torch.tensor(-h)).item() * d
+        x0_prev, h_prev = x0, h
+        if callback is not None:
+            callback(i, x, x0)
+    return x
+
+
+SAMPLERS = ("ddim", "dpmpp")

@@ -1,0 +1,24 @@
+"""The cosine noise schedule: alpha_bar(t) = cos²(((t + s) / (1 + s))·π/2), t in [0, 1]."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+S = 0.008
+MIN_ALPHA_BAR = 1e-4  # alpha_bar(1) is 0; keep a trace of signal so log-SNR stays finite
+
+
+def cosine_alpha_bar(t: torch.Tensor) -> torch.Tensor:
+    return (torch.cos((t + S) / (1 + S) * math.pi / 2) ** 2).clamp(MIN_ALPHA_BAR, 1.0)
+
+
+def sampling_alpha_bars(steps: int, device=None) -> torch.Tensor:
+    """alpha_bar at steps + 1 evenly spaced times from pure noise (t = 1) to clean (t = 0)."""
+    return cosine_alpha_bar(torch.linspace(1.0, 0.0, steps + 1, device=device, dtype=torch.float64))
+
+
+def add_noise(x0: torch.Tensor, alpha_bar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(alpha_bar)·x0 + sqrt(1 − alpha_bar)·noise, alpha_bar [B]."""
+    a = alpha_bar.view(-1, *([1] * (x0.ndim - 1)))
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise

@@ -1,0 +1,169 @@
+"""What the training loop trains: the autoencoder task and the diffuser task.
+
+Both draw training images on canvases of several aspect ratios (centre crop or pad of the
+32 px digit, never a stretch) and latents at several densities, so the models see more
+than one grid and learn the function rather than the grid.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .autoencoder import RIAE
+from .checkpoint import save_model
+from .coords import dual_coords
+from .data import canvas
+from .diffuser import R2ID, LabelConditioner
+from .images import save_grid
+from .pipeline import Pipeline
+from .schedule import add_noise, cosine_alpha_bar
+
+CANVASES = ((32, 32), (24, 40), (40, 24), (32, 48), (48, 32), (24, 24), (40, 40))
+CANVAS_WEIGHTS = (4.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5)
+# latent side = canvas side / reduction × density; the diffuser also sees denser latents (128 px outputs)
+DENSITIES = (0.5, 0.75, 1.0, 1.5, 2.0)
+DENSITY_WEIGHTS = (1.0, 1.0, 3.0, 1.0, 1.0)
+DIFFUSER_DENSITIES = DENSITIES + (3.0,)
+DIFFUSER_DENSITY_WEIGHTS = DENSITY_WEIGHTS + (0.3,)
+
+
+def draw(choices, weights, generator):
+    return choices[torch.multinomial(torch.tensor(weights), 1, generator=generator).item()]
+
+
+def resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    if images.shape[-2:] == (height, width):
+        return images
+    return F.interpolate(images, size=(height, width), mode="bicubic", antialias=True,
+                         align_corners=False).clamp(-1, 1)
+
+
+def latent_size(height: int, width: int, reduction: int, density: float) -> tuple[int, int]:
+    return max(1, round(height / reduction * density)), max(1, round(width / reduction * density))
+
+
+class AutoencoderTask:
+    """Encode a canvas at a random input resolution and latent density; read it back at random points."""
+
+    name = "autoencoder"
+
+    def __init__(self, model: RIAE, images: torch.Tensor, batch_size: int = 64, points: int = 256,
+                 preview_images: torch.Tensor | None = None):
+        self.model, self.images, self.batch_size, self.points = model, images, batch_size, points
+        self.preview_images = images[:8] if preview_images is None else preview_images[:8]
+
+    def batch(self, generator, device) -> dict:
+        idx = torch.randint(len(self.images), (self.batch_size,), generator=generator)
+        height, width = draw(CANVASES, CANVAS_WEIGHTS, generator)
+        full = canvas(self.images[idx], height, width)
+        s = draw((0.5, 0.75, 1.0), (1.0, 1.0, 2.0), generator)
+        t = draw((0.5, 1.0), (1.0, 3.0), generator)
+        source = resize(full, round(height * s), round(width * s))
+        target = resize(full, round(height * t), round(width * t))
+        th, tw = target.shape[-2:]
+        coords = dual_coords(th, tw, self.batch_size, jitter=True, generator=generator)
+        keep = torch.randperm(th * tw, generator=generator)[:self.points]
+        values = target.flatten(2).transpose(1, 2)[:, keep]  # [B, n, C]
+        lat = latent_size(height, width, self.model.config.reduction,
+                          draw(DENSITIES, DENSITY_WEIGHTS, generator))
+        return {"source": source.to(device), "coords": coords[:, keep].to(device), "values": values.to(device),
+                "latent_size": lat, "size": self.batch_size}
+
+    def loss(self, model, batch):
+        pred = model(batch["source"], batch["latent_size"], batch["coords"])
+        return F.mse_loss(pred, batch["values"]), {}
+
+    @torch.no_grad()
+    def preview(self, ema_model: RIAE, out_dir: Path, history) -> None:
+        x = self.preview_images
+        latent = ema_model.encode(x, (8, 8))
+        rows = [x, ema_model.decode(latent, (32, 32)).clamp(-1, 1),
+                F.interpolate(ema_model.decode(latent, (16, 16)).clamp(-1, 1), size=(32, 32), mode="nearest"),
+                resize(ema_model.decode(latent, (64, 64)).clamp(-1, 1), 32, 32)]
+        save_grid(torch.cat(rows), out_dir / "reconstructions.png", nrow=len(x))
+
+    def export(self, ema_model: RIAE, out_dir: Path) -> None:
+        save_model(ema_model, Path(out_dir) / "autoencoder")
+
+
+class DiffusionModel(nn.Module):
+    """Diffuser + conditioner trained together; the loss averages the conditional and null predictions."""
+
+    def __init__(self, diffuser: R2ID, conditioner: LabelConditioner):
+        super().__init__()
+        self.diffuser, self.conditioner = diffuser, conditioner
+
+    def forward(self, latents, labels, alpha_bar, noise):
+        cond = self.conditioner(self.conditioner.one_hot(labels))
+        null = self.conditioner(torch.zeros(len(labels), self.conditioner.config.num_classes,
+                                            device=latents.device))
+        eps_cond, eps_null = self.diffuser(add_noise(latents, alpha_bar, noise), alpha_bar, [cond, null])
+        per_sample = lambda eps: (eps - noise).pow(2).flatten(1).mean(1)  # noqa: E731
+        return per_sample(eps_cond), per_sample(eps_null)
+
+
+class DiffuserTask:
+    """Noise latents of random canvases and densities (encoded by the frozen autoencoder); predict the noise."""
+
+    name = "diffuser"
+    T_BINS = 20
+
+    def __init__(self, model: DiffusionModel, autoencoder: RIAE, images: torch.Tensor, labels: torch.Tensor,
+                 autoencoder_folder, batch_size: int = 128):
+        self.model, self.autoencoder = model, autoencoder.eval().requires_grad_(False)
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.autoencoder_folder = Path(autoencoder_folder)
+        self.loss_by_t = torch.zeros(self.T_BINS)
+        self.count_by_t = torch.zeros(self.T_BINS)
+
+    def batch(self, generator, device) -> dict:
+        height, width = draw(CANVASES, CANVAS_WEIGHTS, generator)
+        lat = latent_size(height, width, self.autoencoder.config.reduction,
+                          draw(DIFFUSER_DENSITIES, DIFFUSER_DENSITY_WEIGHTS, generator))
+        n = max(4, min(self.batch_size, self.batch_size * 64 // (lat[0] * lat[1])))  # a steady token budget
+        idx = torch.randint(len(self.images), (n,), generator=generator)
+        with torch.no_grad():
+            latents = self.autoencoder.encode(canvas(self.images[idx], height, width).to(device), lat)
+        t = torch.rand(n, generator=generator)
+        return {"latents": latents, "labels": self.labels[idx].to(device), "t": t,
+                "alpha_bar": cosine_alpha_bar(t).to(device),
+                "noise": torch.randn(latents.shape, generator=generator).to(device), "size": n}
+
+    def loss(self, model, batch):
+        loss_cond, loss_null = model(batch["latents"], batch["labels"], batch["alpha_bar"], batch["noise"])
+        per_sample = ((loss_cond + loss_null) / 2).detach().float().cpu()
+        bins = (batch["t"] * self.T_BINS).long().clamp(max=self.T_BINS - 1)
+        self.loss_by_t.index_add_(0, bins, per_sample)
+        self.count_by_t.index_add_(0, bins, torch.ones_like(per_sample))
+        return (loss_cond.mean() + loss_null.mean()) / 2, {"loss_null": float(loss_null.mean())}
+
+    @torch.no_grad()
+    def preview(self, ema_model: DiffusionModel, out_dir: Path, history) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        pipe = Pipeline(self.autoencoder, ema_model.diffuser, ema_model.conditioner)
+        digits = list(range(10))
+        rows = [pipe.generate(digits, 32, 32, steps=20, seed=0),
+                resize(pipe.generate(digits, 24, 40, steps=20, seed=1), 32, 32)]
+        save_grid(torch.cat(rows), Path(out_dir) / "samples.png", nrow=10)
+        centres = (torch.arange(self.T_BINS) + 0.5) / self.T_BINS
+        fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+        ax.plot(centres, self.loss_by_t / self.count_by_t.clamp(min=1), marker=".")
+        ax.set(xlabel="t (0 clean, 1 noise)", ylabel="mean loss", yscale="log", title="loss versus t (since start)")
+        fig.tight_layout()
+        fig.savefig(Path(out_dir) / "loss_vs_t.png")
+        plt.close(fig)
+
+    def export(self, ema_model: DiffusionModel, out_dir: Path) -> None:
+        out_dir = Path(out_dir)
+        save_model(ema_model.diffuser, out_dir / "diffuser")
+        save_model(ema_model.conditioner, out_dir / "conditioner")
+        if self.autoencoder_folder.resolve() != (out_dir / "autoencoder").resolve():
+            shutil.copytree(self.autoencoder_folder, out_dir / "autoencoder", dirs_exist_ok=True)
