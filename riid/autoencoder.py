@@ -12,8 +12,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .attention import Attention, FeedForward, random_key_mask
-from .coords import COORD_CHANNELS, dual_coords, fourier_features, grid_features
+from .attention import Attention, FeedForward, TokenEmbedding, random_subset
+from .coords import COORD_CHANNELS, dual_coords, fourier_features
 from .validate import MAX_IMAGE_SIDE, MAX_LATENT_SIDE, check_fraction, check_int, check_size
 
 
@@ -28,28 +28,34 @@ class RIAEConfig:
     pixel_layers: int = 3  # rounds of (pixel → latent cross-attention, per-pixel MLP)
     mlp_ratio: int = 2
     reduction: int = 4  # default latent side = image side / reduction
-    encode_fraction: float = 0.5  # share of pixels each latent query sees in training
-    decode_fraction: float = 0.5  # share of latent tokens each pixel query sees in training
+    encode_fraction: float = 0.5  # share of an image's pixels its latent queries see in training
+    decode_fraction: float = 0.75  # share of a latent's tokens its pixel queries see in training
     latent_noise: float = 0.05  # Gaussian noise on the latent in training: a decoder robust to diffusion error
+
+
+# Initial widths (relative image units; the long side is 1) of the heads' locality bias.
+CROSS_SIGMAS = (0.03, 0.25)  # pixel ↔ latent reads: from about one pixel to a quarter of the image
+SELF_SIGMAS = (0.06, 0.6)  # latent ↔ latent mixing: from neighbours to the whole image
 
 
 class Block(nn.Module):
     """Pre-norm attention (self, or cross to a context) + feed-forward."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, sigmas: tuple[float, float]):
         super().__init__()
         self.norm_x = nn.LayerNorm(dim)
         self.norm_context = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads)
+        self.attn = Attention(dim, heads, sigmas=sigmas)
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, mlp_ratio)
 
     def context_kv(self, context: torch.Tensor):
         return self.attn.project_context(self.norm_context(context))
 
-    def forward(self, x, kv=None, key_mask=None):
+    def forward(self, x, positions, kv=None):
+        # x [B, N, D]; positions (query [B, N, 2], key [B, Nk, 2]) in relative coordinates
         kv = self.context_kv(x) if kv is None else kv
-        x = x + self.attn(self.norm_x(x), kv=kv, key_mask=key_mask)
+        x = x + self.attn(self.norm_x(x), kv=kv, positions=positions)
         return x + self.ff(self.norm_ff(x))
 
 
@@ -57,16 +63,19 @@ class RIAE(nn.Module):
     def __init__(self, config: RIAEConfig):
         super().__init__()
         self.config = c = config
-        self.pixel_in = nn.Linear(c.channels + COORD_CHANNELS, c.dim)
+        self.pixel_in = TokenEmbedding(c.channels, COORD_CHANNELS, c.dim)
         self.latent_query = nn.Linear(COORD_CHANNELS, c.dim)
-        self.encode_cross = Block(c.dim, c.heads, c.mlp_ratio)
-        self.encode_blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio) for _ in range(c.encoder_blocks))
+        self.encode_cross = Block(c.dim, c.heads, c.mlp_ratio, CROSS_SIGMAS)
+        self.encode_blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, SELF_SIGMAS)
+                                           for _ in range(c.encoder_blocks))
         self.to_latent = nn.Linear(c.dim, c.latent_channels)
 
-        self.latent_in = nn.Linear(c.latent_channels + COORD_CHANNELS, c.dim)
-        self.decode_blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio) for _ in range(c.decoder_blocks))
+        self.latent_in = TokenEmbedding(c.latent_channels, COORD_CHANNELS, c.dim)
+        self.decode_blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, SELF_SIGMAS)
+                                           for _ in range(c.decoder_blocks))
         self.pixel_query = nn.Linear(COORD_CHANNELS, c.dim)
-        self.pixel_layers = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio) for _ in range(c.pixel_layers))
+        self.pixel_layers = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, CROSS_SIGMAS)
+                                          for _ in range(c.pixel_layers))
         self.to_pixels = nn.Sequential(nn.LayerNorm(c.dim), nn.Linear(c.dim, c.channels))
 
     def default_latent_size(self, height: int, width: int) -> tuple[int, int]:
@@ -92,28 +101,31 @@ class RIAE(nn.Module):
         fraction = check_fraction("fraction", fraction)
         jitter = self.training
         colours = rearrange(image, "b c h w -> b (h w) c")
-        pixels = self.pixel_in(torch.cat([colours, grid_features(height, width, b, jitter, device=image.device,
-                                                                 dtype=image.dtype)], dim=-1))  # [B, HW, D]
-        queries = self.latent_query(grid_features(h, w, b, jitter, device=image.device, dtype=image.dtype))
-        mask = random_key_mask(b, h * w, height * width, fraction, device=image.device)
-        x = self.encode_cross(queries, kv=self.encode_cross.context_kv(pixels), key_mask=mask)  # [B, hw, D]
+        pixel_pos = dual_coords(height, width, b, jitter, device=image.device, dtype=image.dtype)
+        latent_pos = dual_coords(h, w, b, jitter, device=image.device, dtype=image.dtype)
+        pixels = self.pixel_in(colours, fourier_features(pixel_pos))  # [B, HW, D]
+        queries = self.latent_query(fourier_features(latent_pos))  # [B, hw, D]
+        pixels, pixel_xy = random_subset(fraction, pixels, pixel_pos[..., :2])
+        x = self.encode_cross(queries, (latent_pos[..., :2], pixel_xy), kv=self.encode_cross.context_kv(pixels))
         for block in self.encode_blocks:
-            x = block(x)
+            x = block(x, (latent_pos[..., :2], latent_pos[..., :2]))
         latent = nn.functional.layer_norm(self.to_latent(x), (self.config.latent_channels,))
         return rearrange(latent, "b (h w) c -> b c h w", h=h, w=w)
 
-    def _latent_context(self, latent: torch.Tensor) -> list:
-        """Keys and values of the latent tokens for each pixel layer, computed once per latent."""
+    def _latent_context(self, latent: torch.Tensor, fraction: float) -> tuple[list, torch.Tensor]:
+        """Keys and values of (a random ``fraction`` of) the latent tokens for each pixel layer,
+        computed once per latent, and those tokens' relative positions [B, n, 2]."""
         b, _, h, w = latent.shape
         jitter = self.training
         if jitter and self.config.latent_noise:
             latent = latent + self.config.latent_noise * torch.randn_like(latent)
         tokens = rearrange(latent, "b c h w -> b (h w) c")
-        coords = grid_features(h, w, b, jitter, device=latent.device, dtype=latent.dtype)
-        x = self.latent_in(torch.cat([tokens, coords], dim=-1))  # [B, hw, D]
+        pos = dual_coords(h, w, b, jitter, device=latent.device, dtype=latent.dtype)
+        x = self.latent_in(tokens, fourier_features(pos))  # [B, hw, D]
         for block in self.decode_blocks:
-            x = block(x)
-        return [layer.context_kv(x) for layer in self.pixel_layers]
+            x = block(x, (pos[..., :2], pos[..., :2]))
+        x, xy = random_subset(fraction, x, pos[..., :2])
+        return [layer.context_kv(x) for layer in self.pixel_layers], xy
 
     def decode_at(self, latent: torch.Tensor, coords: torch.Tensor, fraction: float = 1.0,
                   chunk: int = 16384) -> torch.Tensor:
@@ -123,14 +135,13 @@ class RIAE(nn.Module):
             raise ValueError(f"coords must be [{latent.shape[0]}, points, 4], got {tuple(coords.shape)}")
         fraction = check_fraction("fraction", fraction)
         chunk = check_int("chunk", chunk, 1, 1 << 24)
-        kvs = self._latent_context(latent)
-        keys = latent.shape[-2] * latent.shape[-1]
+        kvs, latent_xy = self._latent_context(latent, fraction)
         pieces = []
         for start in range(0, coords.shape[1], chunk):
-            q = self.pixel_query(fourier_features(coords[:, start:start + chunk]))  # [B, n, D]
-            mask = random_key_mask(q.shape[0], q.shape[1], keys, fraction, device=latent.device)
+            part = coords[:, start:start + chunk]
+            q = self.pixel_query(fourier_features(part))  # [B, n, D]
             for layer, kv in zip(self.pixel_layers, kvs):
-                q = layer(q, kv=kv, key_mask=mask)
+                q = layer(q, (part[..., :2], latent_xy), kv=kv)
             pieces.append(self.to_pixels(q))  # [B, n, C]
         return torch.cat(pieces, dim=1)
 

@@ -12,8 +12,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .attention import Attention, FeedForward
-from .coords import COORD_CHANNELS, fourier_features, grid_features
+from .attention import Attention, FeedForward, TokenEmbedding
+from .coords import COORD_CHANNELS, dual_coords, fourier_features
 from .validate import MAX_LATENT_SIDE, check_int, check_size
 
 
@@ -66,15 +66,21 @@ def time_features(alpha_bar: torch.Tensor) -> torch.Tensor:
     return fourier_features((alpha_bar - 0.5)[:, None])
 
 
-def cloud_attention(attn: Attention, x: torch.Tensor, num_clouds: int, chunk: int | None) -> torch.Tensor:
-    """Self-attention inside ``num_clouds`` random groups of tokens (1 = full attention)."""
+# Initial widths (relative image units) of the self-attention heads' locality bias: from a
+# neighbourhood to effectively global, so composition and detail each have heads.
+SELF_SIGMAS = (0.08, 1.5)
+
+
+def cloud_attention(attn: Attention, x: torch.Tensor, xy: torch.Tensor, num_clouds: int,
+                    chunk: int | None) -> torch.Tensor:
+    """Self-attention inside ``num_clouds`` random groups of tokens (1 = full attention); xy [B, N, 2]."""
     n = x.shape[1]
     if num_clouds <= 1 or n <= num_clouds:
-        return attn(x, chunk=chunk)
+        return attn(x, chunk=chunk, positions=(xy, xy))
     order = torch.randperm(n, device=x.device)
     out = torch.empty_like(x)
     for group in order.tensor_split(num_clouds):
-        out[:, group] = attn(x[:, group], chunk=chunk)
+        out[:, group] = attn(x[:, group], chunk=chunk, positions=(xy[:, group], xy[:, group]))
     return out
 
 
@@ -84,7 +90,7 @@ class ModulatedBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: int, cond_dim: int | None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
-        self.attn = Attention(dim, heads)
+        self.attn = Attention(dim, heads, sigmas=SELF_SIGMAS)
         self.cross = None if cond_dim is None else Attention(dim, heads, context_dim=cond_dim)
         self.norm_cross = None if cond_dim is None else nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False)
@@ -93,10 +99,10 @@ class ModulatedBlock(nn.Module):
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
 
-    def forward(self, x, t, num_clouds=1, cond=None, chunk=None):
-        # x [B, N, D], t [B, D], cond [B, T, Dc]
+    def forward(self, x, xy, t, num_clouds=1, cond=None, chunk=None):
+        # x [B, N, D], xy [B, N, 2], t [B, D], cond [B, T, Dc]
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(t)[:, None].chunk(6, dim=-1)
-        x = x + gate1 * cloud_attention(self.attn, self.norm1(x) * (1 + scale1) + shift1, num_clouds, chunk)
+        x = x + gate1 * cloud_attention(self.attn, self.norm1(x) * (1 + scale1) + shift1, xy, num_clouds, chunk)
         if self.cross is not None:
             x = x + self.cross(self.norm_cross(x), context=cond, chunk=chunk)
         return x + gate2 * self.ff(self.norm2(x) * (1 + scale2) + shift2)
@@ -106,7 +112,7 @@ class R2ID(nn.Module):
     def __init__(self, config: R2IDConfig):
         super().__init__()
         self.config = c = config
-        self.tokens_in = nn.Linear(c.latent_channels + COORD_CHANNELS, c.dim)
+        self.tokens_in = TokenEmbedding(c.latent_channels, COORD_CHANNELS, c.dim)
         self.time_mlp = nn.Sequential(nn.Linear(2 * 11, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
         self.encoder = nn.ModuleList(ModulatedBlock(c.dim, c.heads, c.mlp_ratio, None) for _ in range(c.encoder_blocks))
         self.decoder = nn.ModuleList(ModulatedBlock(c.dim, c.heads, c.mlp_ratio, c.cond_dim)
@@ -132,16 +138,18 @@ class R2ID(nn.Module):
         if not conds:
             raise ValueError("conds must hold at least one condition")
         clouds = check_int("num_clouds", num_clouds or self.config.num_clouds, 1, h * w)
-        coords = grid_features(h, w, b, self.training, device=x.device, dtype=x.dtype)
-        tokens = self.tokens_in(torch.cat([rearrange(x, "b c h w -> b (h w) c"), coords], dim=-1))  # [B, N, D]
+        pos = dual_coords(h, w, b, self.training, device=x.device, dtype=x.dtype)
+        xy = pos[..., :2]
+        tokens = self.tokens_in(rearrange(x, "b c h w -> b (h w) c"), fourier_features(pos))  # [B, N, D]
         t = self.time_mlp(time_features(alpha_bar.to(x.dtype)))  # [B, D]
         for block in self.encoder:
-            tokens = block(tokens, t, clouds, chunk=chunk)
+            tokens = block(tokens, xy, t, clouds, chunk=chunk)
 
         k = len(conds)
-        tokens, t, cond = tokens.repeat(k, 1, 1), t.repeat(k, 1), torch.cat(conds, dim=0)  # [kB, ...]
+        tokens, xy, t = tokens.repeat(k, 1, 1), xy.repeat(k, 1, 1), t.repeat(k, 1)  # [kB, ...]
+        cond = torch.cat(conds, dim=0)
         for block in self.decoder:
-            tokens = block(tokens, t, clouds, cond, chunk=chunk)
+            tokens = block(tokens, xy, t, clouds, cond, chunk=chunk)
         shift, scale = self.out_modulation(t)[:, None].chunk(2, dim=-1)
         eps = self.head(self.norm_out(tokens) * (1 + scale) + shift)  # [kB, N, Cl]
         return list(rearrange(eps, "(k b) (h w) c -> k b c h w", k=k, h=h, w=w))

@@ -139,7 +139,7 @@ class DiffuserTask:
         bins = (batch["t"] * self.T_BINS).long().clamp(max=self.T_BINS - 1)
         self.loss_by_t.index_add_(0, bins, per_sample)
         self.count_by_t.index_add_(0, bins, torch.ones_like(per_sample))
-        return (loss_cond.mean() + loss_null.mean()) / 2, {"loss_null": float(loss_null.mean())}
+        return (loss_cond.mean() + loss_null.mean()) / 2, {"loss_null": float(loss_null.detach().mean())}
 
     @torch.no_grad()
     def preview(self, ema_model: DiffusionModel, out_dir: Path, history) -> None:
