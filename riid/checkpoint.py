@@ -11,12 +11,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .autoencoder import RIAE, RIAEConfig
+from .classifier import Classifier, ClassifierConfig
 from .diffuser import R2ID, ConditionerConfig, LabelConditioner, R2IDConfig
 
 MODEL_TYPES = {
     "riae": (RIAE, RIAEConfig),
     "r2id": (R2ID, R2IDConfig),
     "label_conditioner": (LabelConditioner, ConditionerConfig),
+    "classifier": (Classifier, ClassifierConfig),
 }
 
 

@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="speed and memory benchmark")
     b.add_argument("--checkpoint", type=Path, default=P.DEFAULT_CHECKPOINT)
     b.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests")
+    b.add_argument("--out", type=Path, default=Path("results/bench"), help="folder for bench.md and bench.json")
+    b.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
     return parser
 
 
@@ -154,7 +156,7 @@ def main(argv=None) -> int:
             run_eval_cli(args)
         elif args.command == "bench":
             from .bench import run_bench
-            run_bench(args.checkpoint, quick=args.quick)
+            run_bench(args.checkpoint, quick=args.quick, out=args.out, threads=args.threads)
     except (ValueError, FileNotFoundError, UsageError) as err:
         print(f"riid {args.command}: error: {err}", file=sys.stderr)
         return 2

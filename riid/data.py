@@ -107,12 +107,10 @@ def load_mnist(split: str = "train", root=DEFAULT_ROOT, download: bool = True,
 
 
 def canvas(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Centre-crop or pad (with background −1) to height×width: other aspect ratios, nothing stretched."""
+    """Centre-crop or centre-pad (with background −1) to height×width: other aspect ratios, nothing stretched."""
     h, w = images.shape[-2:]
-    top, left = (h - height) // 2, (w - width) // 2
-    if top >= 0 and left >= 0:
-        return images[..., top:top + height, left:left + width]
-    pad_y, pad_x = max(0, -top), max(0, -left)
-    padded = F.pad(images, (pad_x, width + pad_x - w if width > w else 0,
-                            pad_y, height + pad_y - h if height > h else 0), value=-1.0)
-    return canvas(padded, height, width)
+    top, left = max(0, (h - height) // 2), max(0, (w - width) // 2)
+    x = images[..., top:top + height, left:left + width]  # centre crop where larger
+    h, w = x.shape[-2:]
+    pad_top, pad_left = (height - h) // 2, (width - w) // 2  # centre pad where smaller
+    return F.pad(x, (pad_left, width - w - pad_left, pad_top, height - h - pad_top), value=-1.0)
