@@ -571,9 +571,9 @@ def latents():
             for side, x in inputs.items():
                 recon = [pipe.decode(ae.encode(x, (n, n)), 32, 32) for n in latent_sides]
                 errors = [(r - digit).pow(2).mean().item() for r in recon]
-                show_row([x[0]] + [r[0] for r in recon],
-                         [f"input {side}×{side}"] + [f"latent {n}×{n}\nMSE {e:.3f}" for n, e in zip(latent_sides, errors)],
-                         height=1.2)
+                titles = [f"input {side}×{side}"]
+                titles += [f"latent {n}×{n}\\nMSE {e:.3f}" for n, e in zip(latent_sides, errors)]
+                show_row([x[0]] + [r[0] for r in recon], titles, height=1.2)
         '''),
         md(r'''
             ## The latent channels
@@ -633,8 +633,8 @@ def latents():
             raw_rgb = pca_colours(z_many[8])
             average = {n: z.mean(0, keepdim=True) for n, z in z_many.items()}  # the average latent at each size
             residual_rgb = pca_colours(z_many[8] - average[8])
-            rows = [("digit", many[shown]), ("8×8 as is", raw_rgb(z_many[8][shown]))] + \
-                [(f"{n}×{n} − avg", residual_rgb(z_many[n][shown] - average[n])) for n in (4, 8, 16)]
+            rows = [("digit", many[shown]), ("8×8 as is", raw_rgb(z_many[8][shown]))]
+            rows += [(f"{n}×{n} − avg", residual_rgb(z_many[n][shown] - average[n])) for n in (4, 8, 16)]
             fig, axes = plt.subplots(len(rows), 8, figsize=(8 * 0.95, len(rows) * 1.0))
             for row, (name, pictures) in enumerate(rows):
                 for col, picture in enumerate(pictures):
@@ -889,10 +889,12 @@ def resolution_invariance():
                 print('ipywidgets is not installed: pip install -e ".[notebooks]" for the sliders')
             else:
                 # interact_manual: sampling takes a moment, so it runs when you press the button
-                interact_manual(show, cfg=FloatSlider(value=DEFAULT_CFG, min=0, max=10, step=0.5, description="guidance"),
+                interact_manual(show,
+                                cfg=FloatSlider(value=DEFAULT_CFG, min=0, max=10, step=0.5, description="guidance"),
                                 steps=IntSlider(value=STEPS, min=1, max=100, description="steps"),
                                 size=IntSlider(value=32, min=8, max=128, step=8, description="size"),
-                                sampler=Dropdown(options=["dpmpp", "ddim"], value=DEFAULT_SAMPLER, description="sampler"));
+                                sampler=Dropdown(options=["dpmpp", "ddim"], value=DEFAULT_SAMPLER,
+                                                 description="sampler"));
         '''),
     ]
 

@@ -70,7 +70,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, context_dim: int | None = None,
                  sigmas: tuple[float, float] | None = None):
         super().__init__()
-        if dim % heads:
+        if heads < 1 or dim < 1 or dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
         self.heads = heads
         self.to_q = nn.Linear(dim, dim, bias=False)

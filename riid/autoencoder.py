@@ -63,6 +63,8 @@ class RIAE(nn.Module):
     def __init__(self, config: RIAEConfig):
         super().__init__()
         self.config = c = config
+        if c.reduction < 1 or c.channels < 1 or c.latent_channels < 1:
+            raise ValueError(f"reduction, channels and latent_channels must be at least 1, got {c}")
         self.pixel_in = TokenEmbedding(c.channels, COORD_CHANNELS, c.dim)
         self.latent_query = nn.Linear(COORD_CHANNELS, c.dim)
         self.encode_cross = Block(c.dim, c.heads, c.mlp_ratio, CROSS_SIGMAS)

@@ -58,7 +58,8 @@ def load_model(folder, expected_type: str | None = None, device="cpu") -> torch.
         model_type = config.pop("model_type")
         cls, config_cls = MODEL_TYPES[model_type]
         model = cls(config_cls(**config))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, RuntimeError,
+            ZeroDivisionError) as err:
         raise ValueError(f"malformed config {config_path}: {err}") from None
     if expected_type is not None and model_type != expected_type:
         raise ValueError(f"{config_path} holds a {model_type}, expected a {expected_type}")

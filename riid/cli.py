@@ -14,9 +14,23 @@ class UsageError(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (no usage block) and exits with code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="riid", description="Resolution-invariant MNIST diffusion.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="riid", description="Resolution-invariant MNIST diffusion.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("sample", help="generate digits as PNGs",
                        description="Generate N PNGs of one digit at any size. Defaults (quality first, then "
@@ -24,17 +38,17 @@ def _parser() -> argparse.ArgumentParser:
                                    f"--cfg {P.DEFAULT_CFG} --eta {P.DEFAULT_ETA}.")
     s.add_argument("--checkpoint", type=Path, default=P.DEFAULT_CHECKPOINT,
                    help="checkpoint folder (default: the shipped checkpoints/)")
-    s.add_argument("--digit", type=int, required=True, help="digit to draw, 0-9")
-    s.add_argument("--n", type=int, default=1, help="number of images (default 1)")
-    s.add_argument("--height", type=int, required=True, help="output height in pixels")
-    s.add_argument("--width", type=int, required=True, help="output width in pixels")
-    s.add_argument("--latent-height", type=int, help="latent height (default: height / reduction, rounded)")
-    s.add_argument("--latent-width", type=int, help="latent width (default: width / reduction, rounded)")
-    s.add_argument("--steps", type=int, default=P.DEFAULT_STEPS, help=f"sampler steps (default {P.DEFAULT_STEPS})")
+    s.add_argument("--digit", type=_integer, required=True, help="digit to draw, 0-9")
+    s.add_argument("--n", type=_integer, default=1, help="number of images (default 1)")
+    s.add_argument("--height", type=_integer, required=True, help="output height in pixels")
+    s.add_argument("--width", type=_integer, required=True, help="output width in pixels")
+    s.add_argument("--latent-height", type=_integer, help="latent height (default: height / reduction, rounded)")
+    s.add_argument("--latent-width", type=_integer, help="latent width (default: width / reduction, rounded)")
+    s.add_argument("--steps", type=_integer, default=P.DEFAULT_STEPS, help=f"sampler steps (default {P.DEFAULT_STEPS})")
     s.add_argument("--cfg", type=float, default=P.DEFAULT_CFG, help=f"guidance scale (default {P.DEFAULT_CFG})")
     s.add_argument("--eta", type=float, default=P.DEFAULT_ETA, help=f"DDIM eta (default {P.DEFAULT_ETA})")
     s.add_argument("--sampler", default=P.DEFAULT_SAMPLER, help=f"ddim or dpmpp (default {P.DEFAULT_SAMPLER})")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--seed", type=_integer, default=0, help="random seed (default 0)")
     s.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     s.add_argument("--grid", type=Path, help="also write all images as one grid PNG here")
 
@@ -42,18 +56,18 @@ def _parser() -> argparse.ArgumentParser:
         t = sub.add_parser(name, help=f"train {what}")
         t.add_argument("--out", type=Path, required=True, help="run folder: state, previews and the export")
         t.add_argument("--preset", default="default", help="model size preset: default or tiny")
-        t.add_argument("--steps", type=int, default=3000)
-        t.add_argument("--batch-size", type=int, default=64 if name == "train-autoencoder" else 128)
+        t.add_argument("--steps", type=_integer, default=3000)
+        t.add_argument("--batch-size", type=_integer, default=64 if name == "train-autoencoder" else 128)
         t.add_argument("--lr", type=float, default=1e-3)
-        t.add_argument("--warmup", type=int, default=200)
-        t.add_argument("--grad-accum", type=int, default=1)
+        t.add_argument("--warmup", type=_integer, default=200)
+        t.add_argument("--grad-accum", type=_integer, default=1)
         t.add_argument("--ema-decay", type=float, default=0.999)
         t.add_argument("--save-every", type=float, default=120.0, help="seconds between full-state saves")
-        t.add_argument("--preview-every", type=int, default=500, help="steps between preview PNGs")
+        t.add_argument("--preview-every", type=_integer, default=500, help="steps between preview PNGs")
         t.add_argument("--data-root", default="data", help="MNIST root, or 'fixture' for the shipped 1,000 digits")
-        t.add_argument("--limit", type=int, help="use only the first N training digits")
-        t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--limit", type=_integer, help="use only the first N training digits")
+        t.add_argument("--threads", type=_integer, default=0, help="torch CPU threads (0 = default)")
+        t.add_argument("--seed", type=_integer, default=0)
         t.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
         if name == "train-diffuser":
             t.add_argument("--autoencoder", type=Path, required=True, help="trained autoencoder folder")
@@ -69,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--checkpoint", type=Path, default=P.DEFAULT_CHECKPOINT)
     b.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests")
     b.add_argument("--out", type=Path, default=Path("results/bench"), help="folder for bench.md and bench.json")
-    b.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
+    b.add_argument("--threads", type=_integer, help="torch CPU threads (default: torch's default)")
     return parser
 
 

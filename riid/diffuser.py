@@ -137,7 +137,7 @@ class R2ID(nn.Module):
         check_size("latent size", (h, w), MAX_LATENT_SIDE)
         if not conds:
             raise ValueError("conds must hold at least one condition")
-        clouds = check_int("num_clouds", num_clouds or self.config.num_clouds, 1, h * w)
+        clouds = check_int("num_clouds", num_clouds or self.config.num_clouds, 1, MAX_LATENT_SIDE ** 2)
         pos = dual_coords(h, w, b, self.training, device=x.device, dtype=x.dtype)
         xy = pos[..., :2]
         tokens = self.tokens_in(rearrange(x, "b c h w -> b (h w) c"), fourier_features(pos))  # [B, N, D]

@@ -58,10 +58,11 @@ class Pipeline:
     @torch.no_grad()
     def sample_latents(self, digits, s: SamplingSettings, callback=None) -> torch.Tensor:
         """Diffuse latents [N, Cl, h, w] for a list of digits (0–9)."""
-        digits = torch.as_tensor(digits, dtype=torch.long).flatten()
+        if isinstance(digits, torch.Tensor):
+            digits = digits.flatten().tolist()
+        digits = [digits] if isinstance(digits, int) else list(digits)
         check_int("number of digits", len(digits), 1, MAX_BATCH)
-        if digits.min() < 0 or digits.max() > 9:
-            raise ValueError(f"digits must be integers in [0, 9], got {digits.tolist()}")
+        digits = torch.tensor([check_int("digit", d, 0, 9) for d in digits], dtype=torch.long)
         cond = self.conditioner(self.conditioner.one_hot(digits))
         null = self.conditioner(self.conditioner.one_hot(torch.full_like(digits, -1)))
 

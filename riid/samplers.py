@@ -29,7 +29,7 @@ def sample_ddim(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tensor, e
         a, a_next = ab[i], ab[i + 1]
         sigma = eta * ((1 - a_next) / (1 - a) * (1 - a / a_next)) ** 0.5
         sigma = min(sigma, (1 - a_next) ** 0.5)  # eta > 1 cannot take more noise than the step holds
-        x = a_next ** 0.5 * x0 + (1 - a_next - sigma ** 2) ** 0.5 * eps
+        x = a_next ** 0.5 * x0 + max(0.0, 1 - a_next - sigma ** 2) ** 0.5 * eps  # eta > 1 hits the cap
         if sigma > 0:
             x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         if callback is not None:

@@ -14,8 +14,14 @@ def cosine_alpha_bar(t: torch.Tensor) -> torch.Tensor:
 
 
 def sampling_alpha_bars(steps: int, device=None) -> torch.Tensor:
-    """alpha_bar at steps + 1 evenly spaced times from pure noise (t = 1) to clean (t = 0)."""
-    return cosine_alpha_bar(torch.linspace(1.0, 0.0, steps + 1, device=device, dtype=torch.float64))
+    """alpha_bar at steps + 1 evenly spaced times from pure noise (t = 1) to clean (t = 0).
+
+    The last value is exactly 1, so the final step returns the clean estimate with no noise left
+    (cosine_alpha_bar(0) itself is 0.99984).
+    """
+    alpha_bars = cosine_alpha_bar(torch.linspace(1.0, 0.0, steps + 1, device=device, dtype=torch.float64))
+    alpha_bars[-1] = 1.0
+    return alpha_bars
 
 
 def add_noise(x0: torch.Tensor, alpha_bar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

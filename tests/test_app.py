@@ -9,13 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gradio_client import Client, handle_file
 from PIL import Image
 
 from app_server import REPO, shared_app
 from riid.memory import check_memory, estimate_peak_bytes, memory_budget_bytes
-
-gradio_client = pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
 
 DEFAULTS = dict(digit="3", height=32, width=32, auto_latent=True, latent_h=8, latent_w=8, guidance=3.0, steps=8,
                 sampler="dpmpp", eta=0.0, seed=0, n_images=1, show_trajectory=False, show_latents=False)
@@ -87,6 +85,14 @@ def test_bad_values_are_refused_clearly_and_the_app_keeps_serving(client, change
     assert words in str(caught.value)
     image, *_ = generate(client, height=9, width=11)
     assert size_of(image) == (9, 11)
+
+
+def test_app_refuses_to_start_without_a_pipeline(tmp_path, subprocess_env):
+    env = dict(subprocess_env, RIID_CHECKPOINT=str(tmp_path / "missing"), GRADIO_ANALYTICS_ENABLED="False")
+    run = subprocess.run([sys.executable, str(REPO / "app.py")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode != 0
+    assert "cannot load the pipeline" in run.stderr and "RIID_CHECKPOINT" in run.stderr
 
 
 def test_nan_through_raw_http_is_refused(server, client):
@@ -222,7 +228,8 @@ def test_memory_guard_uses_the_budget(tiny_pipeline, monkeypatch):
 
 def test_app_handler_refuses_above_a_small_budget(tiny_pipeline_dir, monkeypatch):
     """The guard inside the app's handler, with the budget taken from the environment at request time."""
-    gr = pytest.importorskip("gradio")
+    import gradio as gr
+
     monkeypatch.setenv("RIID_CHECKPOINT", str(tiny_pipeline_dir))
     monkeypatch.syspath_prepend(str(REPO))
     import app

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from playwright.sync_api import sync_playwright
 
 from app_server import ARTIFACTS, shared_app
 
@@ -15,12 +16,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 
 
 def test_page_generates_an_image(tiny_pipeline_dir, tmp_path):
-    playwright_api = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium; "
                     "scripts/test.sh does this when run as root) or point RIID_CHROMIUM at a chromium binary")
     url, _ = shared_app(tiny_pipeline_dir, tmp_path)
-    with playwright_api.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})

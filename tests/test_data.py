@@ -124,9 +124,6 @@ def test_canvas_crop_is_central_and_unchanged():
     assert torch.equal(canvas(x, 32, 32), x)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "canvas pads the far side by width + pad_x - w (e.g. 12 instead of 4 for 32 -> 40), then crops from the "
-    "left, so the digit ends up against the left/top edge with all the padding on the right/bottom"))
 @pytest.mark.parametrize("size", [(24, 40), (40, 24), (48, 32), (40, 40)])
 def test_canvas_pad_is_centred(size):
     x = digits()

@@ -7,14 +7,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
+from gradio_client import Client
 from PIL import Image
 
 from app_server import ARTIFACTS, shared_app
-
-gradio_client = pytest.importorskip("gradio_client")
-psutil = pytest.importorskip("psutil")
-from gradio_client import Client  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
