@@ -6,6 +6,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from . import memory
 from . import pipeline as P
 from .validate import MAX_BATCH, check_int
 
@@ -99,6 +100,7 @@ def _sample(args) -> None:
     latent = None if args.latent_height is None else (args.latent_height, args.latent_width)
     pipe = P.load_pipeline(args.checkpoint)
     s = pipe.settings(args.height, args.width, latent, args.steps, args.cfg, args.eta, args.sampler, args.seed)
+    memory.check_memory(pipe, n, s.height, s.width, s.latent_height, s.latent_width)
     bar = tqdm(total=s.steps, desc="sampling")
     latents = pipe.sample_latents([digit] * n, s, callback=lambda i, x, x0: bar.update(1))
     bar.close()
