@@ -68,7 +68,7 @@ def test_riae_large_output_chunked_equals_one_chunk(riae):
 
 def test_riae_decodes_1024x1024(riae):
     with torch.no_grad():
-        out = riae.decode(torch.randn(1, CL, 8, 8), (1024, 1024), chunk=65536)
+        out = riae.decode(torch.randn(1, CL, 8, 8), (1024, 1024))  # default chunk: 16,384 queries at a time
     assert out.shape == (1, 1, 1024, 1024) and torch.isfinite(out).all()
 
 
