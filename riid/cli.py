@@ -11,10 +11,6 @@ from . import pipeline as P
 from .validate import MAX_BATCH, check_int
 
 
-class UsageError(Exception):
-    pass
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad argument in one line (no usage block) and exits with code 2."""
 
@@ -173,7 +169,7 @@ def main(argv=None) -> int:
         elif args.command == "bench":
             from .bench import run_bench
             run_bench(args.checkpoint, quick=args.quick, out=args.out, threads=args.threads)
-    except (ValueError, FileNotFoundError, UsageError) as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"riid {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
