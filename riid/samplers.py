@@ -6,6 +6,7 @@ after every step with the current sample and its clean-image estimate.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -45,7 +46,7 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tenso
     The last step is first order, which is steadier with few steps.
     """
     ab = alpha_bars.tolist()
-    lam = [0.5 * (torch.tensor(a / (1 - a)).log().item()) if a < 1 else float("inf") for a in ab]
+    lam = [0.5 * math.log(a / (1 - a)) if a < 1 else float("inf") for a in ab]
     x0_prev, h_prev = None, None
     for i in range(len(ab) - 1):
         x0, _ = _predict_x0(denoiser, x, ab[i])
@@ -57,7 +58,7 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tenso
             r = h_prev / h
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
         # x_next = (σ_next/σ)·x − α_next·(e^{−h} − 1)·D
-        x = ((1 - a_next) / (1 - a)) ** 0.5 * x - a_next ** 0.5 * torch.expm1(torch.tensor(-h)).item() * d
+        x = ((1 - a_next) / (1 - a)) ** 0.5 * x - a_next ** 0.5 * math.expm1(-h) * d
         x0_prev, h_prev = x0, h
         if callback is not None:
             callback(i, x, x0)

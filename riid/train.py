@@ -130,7 +130,7 @@ def train(task, config: TrainConfig, out_dir, resume: bool = False) -> dict:
         step, history = state["step"], state["history"]
         torch.set_rng_state(state["torch_rng"])
         generator.set_state(state["data_rng"])
-    (out_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    atomic_write(out_dir / "train_config.json", lambda p: p.write_text(json.dumps(asdict(config), indent=2) + "\n"))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     raw_model = accelerator.unwrap_model(model)
 
@@ -174,5 +174,5 @@ def train(task, config: TrainConfig, out_dir, resume: bool = False) -> dict:
     tail = history[-min(100, len(history)):] or [{"loss": float("nan")}]
     summary = {"steps": step, "final_loss": sum(h["loss"] for h in tail) / len(tail),
                "wall_s_this_run": time.time() - t0}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write(out_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
     return summary
