@@ -181,19 +181,6 @@ def _forward_backward_flops(task, model, batch) -> int:
     return flops
 
 
-def _diffuser_batch(task, size: int, generator) -> dict:
-    """A DiffuserTask batch of ``task.batch_size`` 32 px digits at one latent size (the task draws random ones)."""
-    from .schedule import cosine_alpha_bar
-
-    n = task.batch_size
-    idx = torch.randint(len(task.images), (n,), generator=generator)
-    with torch.no_grad():
-        latents = task.autoencoder.encode(task.images[idx], (size, size))
-    t = torch.rand(n, generator=generator)
-    return {"latents": latents, "labels": task.labels[idx], "t": t, "alpha_bar": cosine_alpha_bar(t),
-            "noise": torch.randn(latents.shape, generator=generator), "size": n}
-
-
 def _millions(model) -> str:
     return f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params"
 
@@ -232,7 +219,7 @@ def training_rows(folder: Path, ae_steps: int, diffuser_steps: int, matmul_rate:
     model = DiffusionModel(R2ID(pipe.diffuser.config), LabelConditioner(pipe.conditioner.config))
     task = DiffuserTask(model, pipe.autoencoder, images, labels, folder / "autoencoder", batch_size=128)
     t0 = time.perf_counter()
-    batches = [_diffuser_batch(task, 8, generator) for _ in range(diffuser_steps)]
+    batches = [task.batch_at(32, 32, (8, 8), generator, "cpu") for _ in range(diffuser_steps)]
     encode_s = (time.perf_counter() - t0) / diffuser_steps
     seconds = _time_steps(task, model, batches)
     flops = _forward_backward_flops(task, model, batches[0])

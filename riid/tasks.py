@@ -124,6 +124,10 @@ class DiffuserTask:
         height, width = draw(CANVASES, CANVAS_WEIGHTS, generator)
         lat = latent_size(height, width, self.autoencoder.config.reduction,
                           draw(DIFFUSER_DENSITIES, DIFFUSER_DENSITY_WEIGHTS, generator))
+        return self.batch_at(height, width, lat, generator, device)
+
+    def batch_at(self, height: int, width: int, lat: tuple[int, int], generator, device) -> dict:
+        """A batch on one canvas (height×width base pixels) encoded to one latent size."""
         n = max(4, min(self.batch_size, self.batch_size * 64 // (lat[0] * lat[1])))  # a steady token budget
         idx = torch.randint(len(self.images), (n,), generator=generator)
         with torch.no_grad():
