@@ -396,13 +396,9 @@ def training():
             ae_task = AutoencoderTask(RIAE(ae_config), train_images, ae_train.batch_size, preview_images=held_out)
             start = time.time()
             summary = train(ae_task, ae_train, OUT / "autoencoder")
-            %matplotlib inline
             print(f"{summary['steps']} steps in {time.time() - start:.0f} s, final loss {summary['final_loss']:.4f}")
         '''),
         md(r'''
-            (`train` draws its preview PNGs with matplotlib's file backend, hence the `%matplotlib inline` after it,
-            which brings the notebook's plots back.)
-
             `train` writes into its folder the full resumable state (`state.pt`, with the loss history), the slim EMA
             export that ships (`autoencoder/config.json` + `model.safetensors`), and previews. The history gives the
             loss curve; `reconstructions.png` shows held-out digits (row 1) encoded to an 8×8 latent and decoded at
@@ -444,9 +440,9 @@ def training():
 
             The diffuser is trained on latents of the *frozen* autoencoder we just exported. `DiffusionModel` holds the
             diffuser and the label conditioner; `DiffuserTask` encodes canvases of random shapes at random latent
-            densities, noises them at a random time of the cosine schedule, and the loss is the noise-prediction error
-            averaged over the conditional and the null (unconditioned) pass, which is what classifier-free guidance
-            needs. Its export folder becomes a complete pipeline: `autoencoder/`, `diffuser/`, `conditioner/`.
+            densities, noises them at a random time of the cosine schedule, and the loss is the noise-prediction error.
+            15% of the labels are swapped for the null (all-zeros) condition, so the same model also predicts without
+            a label, which is what classifier-free guidance needs. Its export folder becomes a complete pipeline: `autoencoder/`, `diffuser/`, `conditioner/`.
         '''),
         code('''
             from riid.checkpoint import load_model
@@ -460,7 +456,6 @@ def training():
                                          batch_size=diffuser_train.batch_size)
             start = time.time()
             summary = train(diffuser_task, diffuser_train, OUT / "pipeline")
-            %matplotlib inline
             print(f"{summary['steps']} steps in {time.time() - start:.0f} s, final loss {summary['final_loss']:.4f}")
             print("pipeline folder:", sorted(p.name for p in (OUT / "pipeline").iterdir() if p.is_dir()))
         '''),
@@ -469,7 +464,7 @@ def training():
             ($t \to 0$) are hard to tell from their noise, pure noise ($t \to 1$) is easy.
         '''),
         code('''
-            plot_history(OUT / "pipeline", keys=("loss", "loss_null"), title="diffuser: noise-prediction MSE")
+            plot_history(OUT / "pipeline", keys=("loss",), title="diffuser: noise-prediction MSE")
             show_png(OUT / "pipeline" / "loss_vs_t.png", scale=0.8)
         '''),
         md(r'''

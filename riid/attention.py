@@ -16,6 +16,19 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+SCORE_BUDGET = 256 * 2**20  # bytes of [queries, keys] matrices a biased attention may hold at once
+
+
+def bias_matrices(heads: int) -> int:
+    """[B, n, Nk]-sized float matrices alive in a biased attention: the distances (cdist, its square),
+    the bias per head, and the maths path's scores and softmax per head."""
+    return 4 + 3 * heads
+
+
+def query_chunk(batch: int, heads: int, keys: int, element_size: int = 4) -> int:
+    """Most queries a biased attention takes at once so its matrices stay under ``SCORE_BUDGET``."""
+    return max(1, SCORE_BUDGET // (bias_matrices(heads) * batch * max(1, keys) * element_size))
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
               chunk: int | None = None, positions: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -24,12 +37,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
 
     q: [B, Nq, D]; k, v: [B, Nk, D]; positions: optional (q_pos [B, Nq, P],
     k_pos [B, Nk, P]) with log_sigma [heads] for the locality bias. ``chunk`` splits the
-    queries so that memory (including any bias) stays bounded for very long sequences.
-    Returns [B, Nq, D].
+    queries so that memory stays bounded for very long sequences; with a bias the chunk is
+    also capped by :func:`query_chunk`, which is exact and costs no quality. Returns [B, Nq, D].
     """
     k, v = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (k, v))
     outputs = []
     step = chunk or q.shape[1]
+    if positions is not None:
+        step = min(step, query_chunk(q.shape[0], heads, k.shape[2], q.element_size()))
     for start in range(0, q.shape[1], step):
         part = slice(start, start + step)
         q_part = rearrange(q[:, part], "b n (h d) -> b h n d", h=heads)

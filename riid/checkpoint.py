@@ -57,7 +57,8 @@ def load_model(folder, expected_type: str | None = None, device="cpu") -> torch.
         config = json.loads(config_path.read_text())
         model_type = config.pop("model_type")
         cls, config_cls = MODEL_TYPES[model_type]
-        model = cls(config_cls(**config))
+        with torch.device("meta"):  # shapes only: a huge config costs no memory before the weights are checked
+            model = cls(config_cls(**config))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, RuntimeError,
             ZeroDivisionError) as err:
         raise ValueError(f"malformed config {config_path}: {err}") from None
@@ -68,7 +69,7 @@ def load_model(folder, expected_type: str | None = None, device="cpu") -> torch.
     except (SafetensorError, OSError, RuntimeError) as err:
         raise ValueError(f"corrupted weights {weights_path}: {err}") from None
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:
         first = str(err).strip().splitlines()
         raise ValueError(f"weights {weights_path} do not match {config_path}: {first[0] if first else err}") from None

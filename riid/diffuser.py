@@ -72,12 +72,15 @@ SELF_SIGMAS = (0.08, 1.5)
 
 
 def cloud_attention(attn: Attention, x: torch.Tensor, xy: torch.Tensor, num_clouds: int,
-                    chunk: int | None) -> torch.Tensor:
-    """Self-attention inside ``num_clouds`` random groups of tokens (1 = full attention); xy [B, N, 2]."""
+                    chunk: int | None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Self-attention inside ``num_clouds`` random groups of tokens (1 = full attention); xy [B, N, 2].
+
+    The groups come from ``generator`` (a CPU generator) when one is given, so seeded sampling repeats.
+    """
     n = x.shape[1]
     if num_clouds <= 1 or n <= num_clouds:
         return attn(x, chunk=chunk, positions=(xy, xy))
-    order = torch.randperm(n, device=x.device)
+    order = torch.randperm(n, generator=generator).to(x.device)
     out = torch.empty_like(x)
     for group in order.tensor_split(num_clouds):
         out[:, group] = attn(x[:, group], chunk=chunk, positions=(xy[:, group], xy[:, group]))
@@ -99,10 +102,11 @@ class ModulatedBlock(nn.Module):
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
 
-    def forward(self, x, xy, t, num_clouds=1, cond=None, chunk=None):
+    def forward(self, x, xy, t, num_clouds=1, cond=None, chunk=None, generator=None):
         # x [B, N, D], xy [B, N, 2], t [B, D], cond [B, T, Dc]
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(t)[:, None].chunk(6, dim=-1)
-        x = x + gate1 * cloud_attention(self.attn, self.norm1(x) * (1 + scale1) + shift1, xy, num_clouds, chunk)
+        x = x + gate1 * cloud_attention(self.attn, self.norm1(x) * (1 + scale1) + shift1, xy, num_clouds, chunk,
+                                        generator)
         if self.cross is not None:
             x = x + self.cross(self.norm_cross(x), context=cond, chunk=chunk)
         return x + gate2 * self.ff(self.norm2(x) * (1 + scale2) + shift2)
@@ -114,6 +118,8 @@ class R2ID(nn.Module):
         self.config = c = config
         self.tokens_in = TokenEmbedding(c.latent_channels, COORD_CHANNELS, c.dim)
         self.time_mlp = nn.Sequential(nn.Linear(2 * 11, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
+        # the condition also modulates the decoder (AdaLN), through the mean of its tokens
+        self.cond_mlp = nn.Sequential(nn.Linear(c.cond_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
         self.encoder = nn.ModuleList(ModulatedBlock(c.dim, c.heads, c.mlp_ratio, None) for _ in range(c.encoder_blocks))
         self.decoder = nn.ModuleList(ModulatedBlock(c.dim, c.heads, c.mlp_ratio, c.cond_dim)
                                      for _ in range(c.decoder_blocks))
@@ -125,11 +131,14 @@ class R2ID(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, alpha_bar: torch.Tensor, conds: list[torch.Tensor],
-                num_clouds: int | None = None, chunk: int | None = None) -> list[torch.Tensor]:
+                num_clouds: int | None = None, chunk: int | None = None,
+                generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Predict the noise of x [B, Cl, h, w] at alpha_bar [B] under each condition in ``conds``.
 
         Returns one epsilon [B, Cl, h, w] per condition; the encoder runs once for all of them
-        and the decoder runs once on the conditions stacked along the batch.
+        and the decoder runs once on the conditions stacked along the batch. Each condition
+        [B, T, cond_dim] reaches the decoder twice: by cross-attention to its tokens and, through
+        their mean, in the blocks' adaptive layer norm alongside the time.
         """
         if x.ndim != 4 or x.shape[1] != self.config.latent_channels:
             raise ValueError(f"x must be [batch, {self.config.latent_channels}, h, w], got {tuple(x.shape)}")
@@ -137,19 +146,24 @@ class R2ID(nn.Module):
         check_size("latent size", (h, w), MAX_LATENT_SIDE)
         if not conds:
             raise ValueError("conds must hold at least one condition")
+        for cond in conds:
+            if cond.ndim != 3 or cond.shape[0] != b or cond.shape[2] != self.config.cond_dim:
+                raise ValueError(f"each condition must be [{b}, tokens, {self.config.cond_dim}], "
+                                 f"got {tuple(cond.shape)}")
         clouds = check_int("num_clouds", num_clouds or self.config.num_clouds, 1, MAX_LATENT_SIDE ** 2)
         pos = dual_coords(h, w, b, self.training, device=x.device, dtype=x.dtype)
         xy = pos[..., :2]
         tokens = self.tokens_in(rearrange(x, "b c h w -> b (h w) c"), fourier_features(pos))  # [B, N, D]
         t = self.time_mlp(time_features(alpha_bar.to(x.dtype)))  # [B, D]
         for block in self.encoder:
-            tokens = block(tokens, xy, t, clouds, chunk=chunk)
+            tokens = block(tokens, xy, t, clouds, chunk=chunk, generator=generator)
 
         k = len(conds)
         tokens, xy, t = tokens.repeat(k, 1, 1), xy.repeat(k, 1, 1), t.repeat(k, 1)  # [kB, ...]
         cond = torch.cat(conds, dim=0)
+        t = t + self.cond_mlp(cond.mean(dim=1))
         for block in self.decoder:
-            tokens = block(tokens, xy, t, clouds, cond, chunk=chunk)
+            tokens = block(tokens, xy, t, clouds, cond, chunk=chunk, generator=generator)
         shift, scale = self.out_modulation(t)[:, None].chunk(2, dim=-1)
         eps = self.head(self.norm_out(tokens) * (1 + scale) + shift)  # [kB, N, Cl]
         return list(rearrange(eps, "(k b) (h w) c -> k b c h w", k=k, h=h, w=w))

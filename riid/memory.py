@@ -9,7 +9,8 @@ width, plus what every output pixel costs, and takes the largest stage:
 - attention: at inference no attention has dropout or a key mask, so
   ``scaled_dot_product_attention`` runs its flash kernel and never holds a score matrix; an
   attention with a locality bias (``Attention.log_sigma``) does hold [queries, keys] matrices:
-  distances (cdist and its square), a negated copy and one bias per head: (4 + heads) of them;
+  distances (cdist and its square), a negated copy and one bias per head: (4 + heads) of them,
+  for at most ``riid.attention.query_chunk`` queries at a time;
 - outputs: coordinates, decoded pieces and their concatenation, clamping, uint8 conversion,
   the grid: ~64 bytes per output pixel.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 
+from .attention import query_chunk
 from .validate import check_float, check_int
 
 GIB = 2**30
@@ -42,6 +44,8 @@ def _biased(module) -> bool:
 
 
 def _scores(batch: int, heads: int, queries: int, keys: int, biased: bool, flash: bool) -> int:
+    if biased:  # riid.attention splits the queries of a biased attention to stay under its SCORE_BUDGET
+        queries = min(queries, query_chunk(batch, heads, keys))
     units = (4 + heads if biased else 0) + (0 if flash else 2 * heads)  # bias matrices; scores and softmax
     return units * batch * queries * keys * FLOAT
 

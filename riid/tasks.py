@@ -91,19 +91,18 @@ class AutoencoderTask:
 
 
 class DiffusionModel(nn.Module):
-    """Diffuser + conditioner trained together; the loss averages the conditional and null predictions."""
+    """Diffuser + conditioner trained together. A share ``null_rate`` of the labels is dropped to
+    the null condition, so one model learns both sides of classifier-free guidance."""
 
-    def __init__(self, diffuser: R2ID, conditioner: LabelConditioner):
+    def __init__(self, diffuser: R2ID, conditioner: LabelConditioner, null_rate: float = 0.15):
         super().__init__()
-        self.diffuser, self.conditioner = diffuser, conditioner
+        self.diffuser, self.conditioner, self.null_rate = diffuser, conditioner, null_rate
 
-    def forward(self, latents, labels, alpha_bar, noise):
-        cond = self.conditioner(self.conditioner.one_hot(labels))
-        null = self.conditioner(torch.zeros(len(labels), self.conditioner.config.num_classes,
-                                            device=latents.device))
-        eps_cond, eps_null = self.diffuser(add_noise(latents, alpha_bar, noise), alpha_bar, [cond, null])
-        per_sample = lambda eps: (eps - noise).pow(2).flatten(1).mean(1)  # noqa: E731
-        return per_sample(eps_cond), per_sample(eps_null)
+    def forward(self, latents, labels, alpha_bar, noise, drop):
+        """Per-sample noise-prediction MSE [B]; ``drop`` [B] (bool) marks the labels replaced by the null."""
+        cond = self.conditioner(self.conditioner.one_hot(labels.masked_fill(drop, -1)))
+        eps, = self.diffuser(add_noise(latents, alpha_bar, noise), alpha_bar, [cond])
+        return (eps - noise).pow(2).flatten(1).mean(1)
 
 
 class DiffuserTask:
@@ -133,24 +132,22 @@ class DiffuserTask:
         with torch.no_grad():
             latents = self.autoencoder.encode(canvas(self.images[idx], height, width).to(device), lat)
         t = torch.rand(n, generator=generator)
-        return {"latents": latents, "labels": self.labels[idx].to(device), "t": t,
+        drop = torch.rand(n, generator=generator) < self.model.null_rate
+        return {"latents": latents, "labels": self.labels[idx].to(device), "drop": drop.to(device), "t": t,
                 "alpha_bar": cosine_alpha_bar(t).to(device),
                 "noise": torch.randn(latents.shape, generator=generator).to(device), "size": n}
 
     def loss(self, model, batch):
-        loss_cond, loss_null = model(batch["latents"], batch["labels"], batch["alpha_bar"], batch["noise"])
-        per_sample = ((loss_cond + loss_null) / 2).detach().float().cpu()
+        losses = model(batch["latents"], batch["labels"], batch["alpha_bar"], batch["noise"], batch["drop"])
+        per_sample = losses.detach().float().cpu()
         bins = (batch["t"] * self.T_BINS).long().clamp(max=self.T_BINS - 1)
         self.loss_by_t.index_add_(0, bins, per_sample)
         self.count_by_t.index_add_(0, bins, torch.ones_like(per_sample))
-        return (loss_cond.mean() + loss_null.mean()) / 2, {"loss_null": float(loss_null.detach().mean())}
+        return losses.mean(), {}
 
     @torch.no_grad()
     def preview(self, ema_model: DiffusionModel, out_dir: Path, history) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         pipe = Pipeline(self.autoencoder, ema_model.diffuser, ema_model.conditioner)
         digits = list(range(10))
@@ -158,12 +155,12 @@ class DiffuserTask:
                 resize(pipe.generate(digits, 24, 40, steps=20, seed=1), 32, 32)]
         save_grid(torch.cat(rows), Path(out_dir) / "samples.png", nrow=10)
         centres = (torch.arange(self.T_BINS) + 0.5) / self.T_BINS
-        fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+        fig = Figure(figsize=(5, 3), dpi=100)
+        ax = fig.subplots()
         ax.plot(centres, self.loss_by_t / self.count_by_t.clamp(min=1), marker=".")
         ax.set(xlabel="t (0 clean, 1 noise)", ylabel="mean loss", yscale="log", title="loss versus t (since start)")
         fig.tight_layout()
         fig.savefig(Path(out_dir) / "loss_vs_t.png")
-        plt.close(fig)
 
     def export(self, ema_model: DiffusionModel, out_dir: Path) -> None:
         out_dir = Path(out_dir)

@@ -88,18 +88,15 @@ def load_state(path: Path) -> dict:
 
 
 def plot_history(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's (e.g. a notebook's) backend alone
 
     steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    fig = Figure(figsize=(5, 3), dpi=100)
+    ax = fig.subplots()
     ax.plot(steps, [h["loss"] for h in history], lw=0.8)
     ax.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
 
 
 def train(task, config: TrainConfig, out_dir, resume: bool = False) -> dict:

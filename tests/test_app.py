@@ -214,6 +214,13 @@ def test_memory_estimate_grows_with_every_size(tiny_pipeline):
     assert estimate_peak_bytes(tiny_pipeline, 1, 64, 64, 16, 16, input_size=(512, 512)) > base
 
 
+def test_large_latents_fit_the_default_budget(tiny_pipeline):
+    # biased attention is split into query chunks, so a 64×64 latent no longer needs its
+    # [4096, 4096] score matrices (~1 GiB for two CFG rows and 2 heads) in one piece
+    assert estimate_peak_bytes(tiny_pipeline, 1, 256, 256, 64, 64) < 2**30
+    assert estimate_peak_bytes(tiny_pipeline, 1, 512, 512, 128, 128) < 2 * 2**30
+
+
 def test_memory_guard_uses_the_budget(tiny_pipeline, monkeypatch):
     monkeypatch.setenv("RIID_MEMORY_BUDGET_GB", "0.001")
     with pytest.raises(ValueError, match=r"request needs ~[\d.]+ GiB, above the budget of 0\.00 GiB; lower"):

@@ -129,3 +129,21 @@ def test_token_embedding_gives_values_and_positions_their_own_projection():
     embed = TokenEmbedding(1, 88, 16)
     values, positions = torch.randn(2, 5, 1), torch.randn(2, 5, 88)
     torch.testing.assert_close(embed(values, positions), embed.values(values) + embed.position(positions))
+
+
+def test_biased_attention_splits_its_queries_under_the_score_budget(monkeypatch):
+    import riid.attention as A
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 300, 8), torch.randn(2, 200, 8), torch.randn(2, 200, 8)
+    pos = (torch.rand(2, 300, 2), torch.rand(2, 200, 2))
+    log_sigma = torch.log(torch.tensor([0.1, 0.5]))
+    whole = A.attention(q, k, v, 2, positions=pos, log_sigma=log_sigma)
+    widths = []
+    sdpa = A.F.scaled_dot_product_attention
+    monkeypatch.setattr(A.F, "scaled_dot_product_attention",
+                        lambda q_, *a, **kw: widths.append(q_.shape[2]) or sdpa(q_, *a, **kw))
+    monkeypatch.setattr(A, "SCORE_BUDGET", 2 * 200 * A.bias_matrices(2) * 4 * 40)  # room for 40 queries
+    split = A.attention(q, k, v, 2, positions=pos, log_sigma=log_sigma)
+    assert A.query_chunk(2, 2, 200) == 40 and max(widths) == 40 and sum(widths) == 300
+    torch.testing.assert_close(split, whole, rtol=0, atol=1e-5)  # exact: chunking costs no quality

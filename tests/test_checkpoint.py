@@ -214,6 +214,13 @@ def test_invalid_config_values_are_a_clear_error(pipe_copy, changes):
     pytest.fail("invalid config was accepted")
 
 
+def test_huge_config_is_refused_without_allocating_it(pipe_copy):
+    """A config whose model would need terabytes is checked against the weights before any memory is spent."""
+    edit_config(pipe_copy / "diffuser" / "config.json", dim=2**20, cond_dim=2**20)
+    message = expect_error_naming(pipe_copy, pipe_copy / "diffuser")
+    assert "config.json" in message
+
+
 class Trap:
     """Unpickling this creates a marker file: proof that something was unpickled."""
 

@@ -150,6 +150,24 @@ def test_r2id_output_shapes(latent_size, num_clouds):
         assert e.shape == x.shape and torch.isfinite(e).all()
 
 
+def test_r2id_clouds_follow_the_generator():
+    model = randomise(tiny_r2id(num_clouds=3)).eval()
+    x, ab, cond = torch.randn(1, CL, 6, 6), torch.tensor([0.5]), [torch.randn(1, 2, 16)]
+    run = lambda seed: model(x, ab, cond, generator=torch.Generator().manual_seed(seed))[0]  # noqa: E731
+    with torch.no_grad():
+        assert torch.equal(run(1), run(1))  # same seed, same clouds
+        assert not torch.allclose(run(1), run(2))  # other clouds, another prediction
+
+
+def test_r2id_chunked_attention_equals_whole():
+    model = randomise(tiny_r2id()).eval()
+    x, ab, cond = torch.randn(2, CL, 9, 7), torch.tensor([0.3, 0.8]), [torch.randn(2, 2, 16)]
+    with torch.no_grad():
+        whole, = model(x, ab, cond)
+        chunked, = model(x, ab, cond, chunk=10)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
+
+
 def test_r2id_more_clouds_than_tokens():
     # a diffuser trained with several clouds must still sample a 1×1 latent (outputs of a few pixels)
     model = tiny_r2id(num_clouds=4).eval()
@@ -199,6 +217,9 @@ def test_r2id_depends_on_time():
     lambda m: m(torch.randn(CL, 4, 4), torch.ones(1), [torch.zeros(1, 2, 16)]),
     lambda m: m(torch.randn(1, CL, 4, 4), torch.ones(1), []),
     lambda m: m(torch.randn(1, CL, 129, 4), torch.ones(1), [torch.zeros(1, 2, 16)]),
+    lambda m: m(torch.randn(1, CL, 4, 4), torch.ones(1), [torch.zeros(1, 2, 15)]),  # wrong condition width
+    lambda m: m(torch.randn(1, CL, 4, 4), torch.ones(1), [torch.zeros(2, 2, 16)]),  # wrong condition batch
+    lambda m: m(torch.randn(1, CL, 4, 4), torch.ones(1), [torch.zeros(1, 16)]),  # condition without tokens
 ])
 def test_r2id_bad_inputs_raise_value_error(call):
     with pytest.raises(ValueError):
