@@ -271,6 +271,7 @@ def evaluate(pipeline, classifier: Classifier, sizes, n_per_class: int = DEFAULT
 
     report = {"settings": {"n_per_class": n_per_class, "real_per_class": n_real, "steps": steps, "cfg": cfg,
                            "sampler": sampler, "eta": eta, "seed": seed, "batch": batch,
+                           "clouds": pipeline.diffuser.config.num_clouds,
                            "threads": torch.get_num_threads()},
               "notes": notes, "sizes": rows, "autoencoder": ae}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -282,7 +283,8 @@ def markdown(report: dict) -> str:
     s, ae = report["settings"], report["autoencoder"]
     lines = ["# riid resolution-invariance report", "",
              f"{s['n_per_class']} digits per class and size; sampler {s['sampler']}, {s['steps']} steps, "
-             f"CFG {s['cfg']}, eta {s['eta']}, seed {s['seed']}, batch {s['batch']}, CPU threads {s['threads']}. "
+             f"CFG {s['cfg']}, eta {s['eta']}, seed {s['seed']}, batch {s['batch']}, CPU threads {s['threads']}"
+             + (f", diffuser attention in {s['clouds']} clouds. " if s.get("clouds", 1) > 1 else ". ") +
              "Every image is padded to a square (background −1) and resized to 32×32 before the classifier "
              "sees it. Real digits at a size are 32 px test digits cut to the aspect ratio (crop or pad, no "
              f"stretch) and resized; FD floor: two disjoint real sets of {s['real_per_class']} per class.", ""]
@@ -326,6 +328,7 @@ def add_eval_arguments(parser) -> None:
     parser.add_argument("--sampler", default=P.DEFAULT_SAMPLER, help=f"ddim or dpmpp (default {P.DEFAULT_SAMPLER})")
     parser.add_argument("--eta", type=float, default=P.DEFAULT_ETA, help=f"default {P.DEFAULT_ETA}")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clouds", type=int, default=1, help="diffuser attention groups (default 1: full attention)")
     parser.add_argument("--batch", type=int, default=100,
                         help="images generated together at 32 px (fewer at larger sizes; default 100)")
     parser.add_argument("--out", type=Path, default=Path("results/eval"), help="output folder (default results/eval)")
@@ -355,6 +358,7 @@ def run_eval_cli(args) -> None:
     sizes = parse_sizes(args.sizes or (FAST_SIZES if args.fast else DEFAULT_SIZES))
     n = args.n if args.n is not None else (FAST_N if args.fast else DEFAULT_N)
     pipe = P.load_pipeline(args.checkpoint)
+    pipe.use_clouds(args.clouds)
     if not Path(args.classifier).is_dir():
         raise ValueError(f"classifier folder not found: {args.classifier} "
                          "(train one: python -m riid.classifier --out checkpoints/classifier)")

@@ -42,6 +42,14 @@ class Pipeline:
         self.diffuser = diffuser.eval()
         self.conditioner = conditioner.eval()
 
+    def use_clouds(self, num_clouds: int) -> None:
+        """Split the diffuser's self-attention into ``num_clouds`` random token groups (1 = full attention).
+
+        Faster on large latents; the shipped diffuser was trained with full attention, so it costs
+        quality (figures in the README).
+        """
+        self.diffuser.config.num_clouds = check_int("num_clouds", num_clouds, 1, MAX_LATENT_SIDE ** 2)
+
     def settings(self, height, width, latent_size=None, steps=DEFAULT_STEPS, cfg=DEFAULT_CFG, eta=DEFAULT_ETA,
                  sampler=DEFAULT_SAMPLER, seed=0) -> SamplingSettings:
         """Check every argument of a request; a bad one raises ValueError naming its allowed range."""
@@ -65,12 +73,12 @@ class Pipeline:
         digits = torch.tensor([check_int("digit", d, 0, 9) for d in digits], dtype=torch.long)
         cond = self.conditioner(self.conditioner.one_hot(digits))
         null = self.conditioner(self.conditioner.one_hot(torch.full_like(digits, -1)))
+        generator = torch.Generator().manual_seed(s.seed)  # noise, DDIM's eta noise and any attention clouds
 
         def denoiser(x, alpha_bar):
-            eps_cond, eps_null = self.diffuser(x, alpha_bar, [cond, null])
+            eps_cond, eps_null = self.diffuser(x, alpha_bar, [cond, null], generator=generator)
             return eps_null + s.cfg * (eps_cond - eps_null)
 
-        generator = torch.Generator().manual_seed(s.seed)
         shape = (len(digits), self.diffuser.config.latent_channels, s.latent_height, s.latent_width)
         x = torch.randn(shape, generator=generator)
         alpha_bars = sampling_alpha_bars(s.steps)

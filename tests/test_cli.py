@@ -104,7 +104,7 @@ def bad_cases(checkpoint: Path, tmp: Path):
         "digit-10": ["--digit", "10"], "digit-neg": ["--digit", "-1"], "n-0": ["--n", "0"], "n-257": ["--n", "257"],
         "sampler": ["--sampler", "euler"], "seed-neg": ["--seed", "-1"], "latent-one-side": ["--latent-height", "2"],
         "latent-0": ["--latent-height", "0", "--latent-width", "3"],
-        "latent-129": ["--latent-height", "129", "--latent-width", "3"],
+        "latent-129": ["--latent-height", "129", "--latent-width", "3"], "clouds-0": ["--clouds", "0"],
         "missing-checkpoint": ["--checkpoint", str(tmp / "no" / "such")],
         "malformed-checkpoint": ["--checkpoint", str(malformed)],
         "truncated-checkpoint": ["--checkpoint", str(truncated)],
@@ -114,7 +114,7 @@ def bad_cases(checkpoint: Path, tmp: Path):
 CASES = ["height-0", "height-neg", "height-4097", "height-1.5",
          "height-abc", "width-0", "steps-0", "steps-1001", "cfg-nan", "cfg-inf",
          "cfg-neg", "eta-neg", "digit-10", "digit-neg", "n-0", "n-257", "sampler", "seed-neg", "latent-one-side",
-         "latent-0", "latent-129", "missing-checkpoint", "malformed-checkpoint", "truncated-checkpoint"]
+         "latent-0", "latent-129", "clouds-0", "missing-checkpoint", "malformed-checkpoint", "truncated-checkpoint"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -159,6 +159,13 @@ def test_original_defaults_ddim_eta_2(tiny_pipeline_dir, tmp_path):
     assert cli.main(argv) == 0
     with Image.open(tmp_path / "o" / "3_0001.png") as im:
         assert im.size == (36, 20)
+
+
+def test_clouds_are_seeded(tiny_pipeline_dir, tmp_path):
+    for name in ("a", "b"):
+        assert cli.main(sample_argv(tiny_pipeline_dir, tmp_path / name, "--clouds", "3", "--height", "24",
+                                    "--width", "24")) == 0
+    assert (tmp_path / "a" / "3_0001.png").read_bytes() == (tmp_path / "b" / "3_0001.png").read_bytes()
 
 
 def test_sampler_choices_both_work(tiny_pipeline_dir, tmp_path):
