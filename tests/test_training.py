@@ -218,6 +218,28 @@ def test_tiny_autoencoder_and_diffuser_train_into_a_pipeline(tmp_path):
     assert out.shape == (2, 1, 10, 14) and torch.isfinite(out).all()
 
 
+def test_dropped_labels_train_the_null_condition():
+    from riid.diffuser import R2ID, LabelConditioner
+    from riid.presets import DIFFUSER_PRESETS
+    from riid.tasks import DiffusionModel
+
+    torch.manual_seed(0)
+    dconf, cconf = DIFFUSER_PRESETS["tiny"]
+    diffuser = R2ID(dataclasses.replace(dconf, latent_channels=4, cond_dim=cconf.dim))
+    with torch.no_grad():
+        for name, p in diffuser.named_parameters():
+            if "modulation" in name or name.startswith("head"):
+                p.normal_(0, 0.05)
+    model = DiffusionModel(diffuser, LabelConditioner(cconf)).eval()
+    latents, noise, ab = torch.randn(3, 4, 4, 4), torch.randn(3, 4, 4, 4), torch.tensor([0.2, 0.5, 0.8])
+    loss = lambda labels, drop: model(latents, torch.tensor(labels), ab, noise, torch.tensor(drop))  # noqa: E731
+    with torch.no_grad():
+        dropped = loss([1, 2, 3], [True, True, False])
+        assert torch.equal(dropped[:2], loss([7, 8, 3], [True, True, False])[:2])  # a dropped label is ignored
+        assert not torch.equal(dropped[2], loss([1, 2, 4], [True, True, False])[2])  # a kept one is not
+        assert torch.equal(dropped[:2], loss([-1, -1, 3], [False, False, False])[:2])  # dropped = the null label
+
+
 # ---- SIGKILL a real run and resume it -----------------------------------------------------
 
 PROGRESS = re.compile(r"(\d+)/(\d+) \[")
