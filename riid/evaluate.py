@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from . import pipeline as P
 from .classifier import DEFAULT_CLASSIFIER, Classifier, classify
 from .data import canvas
-from .images import save_grid
+from .images import resize, save_grid
 from .validate import MAX_BATCH, MAX_IMAGE_SIDE, check_int, check_size
 
 DEFAULT_SIZES = "16,24,32,48,64,128,24x40,40x24,32x48,48x32"
@@ -112,14 +112,6 @@ def frechet_distance(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray,
 
 
 # ---------------------------------------------------------------- real digits at any size
-
-def resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bicubic with antialiasing (as training resizes), clamped to [-1, 1]."""
-    if images.shape[-2:] == (height, width):
-        return images
-    return F.interpolate(images, size=(height, width), mode="bicubic", antialias=True,
-                         align_corners=False).clamp(-1, 1)
-
 
 def reference_canvas(height: int, width: int) -> tuple[int, int]:
     """The canvas of 32 px digits that real digits at height×width are cut from (crop or pad, no stretch).

@@ -1,11 +1,20 @@
-"""Tensors in [-1, 1] ↔ 8-bit grayscale PNGs and grids."""
+"""Tensors in [-1, 1]: resizing, and to and from 8-bit grayscale PNGs and grids."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
+
+
+def resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bicubic with antialiasing, clamped to [-1, 1]: how training and evaluation change a size."""
+    if images.shape[-2:] == (height, width):
+        return images
+    return F.interpolate(images, size=(height, width), mode="bicubic", antialias=True,
+                         align_corners=False).clamp(-1, 1)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

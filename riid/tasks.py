@@ -18,7 +18,7 @@ from .checkpoint import save_model
 from .coords import dual_coords
 from .data import canvas
 from .diffuser import R2ID, LabelConditioner
-from .images import save_grid
+from .images import resize, save_grid
 from .pipeline import Pipeline
 from .schedule import add_noise, cosine_alpha_bar
 
@@ -33,13 +33,6 @@ DIFFUSER_DENSITY_WEIGHTS = DENSITY_WEIGHTS + (0.3,)
 
 def draw(choices, weights, generator):
     return choices[torch.multinomial(torch.tensor(weights), 1, generator=generator).item()]
-
-
-def resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    if images.shape[-2:] == (height, width):
-        return images
-    return F.interpolate(images, size=(height, width), mode="bicubic", antialias=True,
-                         align_corners=False).clamp(-1, 1)
 
 
 def latent_size(height: int, width: int, reduction: int, density: float) -> tuple[int, int]:
