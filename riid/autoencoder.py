@@ -92,16 +92,22 @@ class RIAE(nn.Module):
         if x.shape[0] < 1:
             raise ValueError(f"{name} batch must hold at least one item")
 
-    def encode(self, image: torch.Tensor, latent_size=None, fraction: float = 1.0) -> torch.Tensor:
+    def encoder_modules(self) -> list[nn.Module]:
+        """The modules that make the latent; freezing them keeps a trained diffuser's latent space valid."""
+        return [self.pixel_in, self.latent_query, self.encode_cross, self.encode_blocks, self.to_latent]
+
+    def encode(self, image: torch.Tensor, latent_size=None, fraction: float = 1.0,
+               jitter: bool | None = None) -> torch.Tensor:
         """image [B, C, H, W] in [-1, 1] → latent [B, Cl, h, w], for any (h, w).
 
-        ``fraction`` < 1 lets each latent query see a random share of the pixels (training).
+        ``fraction`` < 1 lets each latent query see a random share of the pixels (training);
+        ``jitter`` (default: in training mode) perturbs the coordinates.
         """
         self._check_grid("image", image, self.config.channels, MAX_IMAGE_SIDE)
         b, _, height, width = image.shape
         h, w = check_size("latent_size", latent_size or self.default_latent_size(height, width), MAX_LATENT_SIDE)
         fraction = check_fraction("fraction", fraction)
-        jitter = self.training
+        jitter = self.training if jitter is None else jitter
         colours = rearrange(image, "b c h w -> b (h w) c")
         pixel_pos = dual_coords(height, width, b, jitter, device=image.device, dtype=image.dtype)
         latent_pos = dual_coords(h, w, b, jitter, device=image.device, dtype=image.dtype)
@@ -160,7 +166,16 @@ class RIAE(nn.Module):
         pixels = self.decode_at(latent, coords, fraction, chunk)
         return rearrange(pixels, "b (h w) c -> b c h w", h=height, w=width)
 
-    def forward(self, image: torch.Tensor, latent_size, coords: torch.Tensor) -> torch.Tensor:
-        """Training round trip: encode, then read the image function back at ``coords`` [B, N, 4]."""
-        latent = self.encode(image, latent_size, self.config.encode_fraction if self.training else 1.0)
+    def forward(self, image: torch.Tensor, latent_size, coords: torch.Tensor,
+                train_encoder: bool = True) -> torch.Tensor:
+        """Training round trip: encode, then read the image function back at ``coords`` [B, N, 4].
+
+        ``train_encoder=False`` encodes without gradients exactly as inference does (every pixel, no
+        jitter), so a decoder fine-tuned this way learns the very latents a diffuser generates.
+        """
+        if train_encoder:
+            latent = self.encode(image, latent_size, self.config.encode_fraction if self.training else 1.0)
+        else:
+            with torch.no_grad():
+                latent = self.encode(image, latent_size, jitter=False)
         return self.decode_at(latent, coords, self.config.decode_fraction if self.training else 1.0)

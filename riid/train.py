@@ -113,7 +113,8 @@ def train(task, config: TrainConfig, out_dir, resume: bool = False) -> dict:
     generator = torch.Generator().manual_seed(config.seed)
     accelerator = _accelerator(config.grad_accum)
     model = task.model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # a frozen part (see tasks) is left out
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     ema = EMA(model, config.ema_decay)
     step, history = 0, []
@@ -149,7 +150,7 @@ def train(task, config: TrainConfig, out_dir, resume: bool = False) -> dict:
                                              f"the last good state is kept in {state_path}")
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    accelerator.clip_grad_norm_(trainable, config.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)

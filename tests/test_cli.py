@@ -1,13 +1,15 @@
 """The ``riid`` command: exact output files, the latent override, and one-line errors with exit code 2."""
+import dataclasses
 import shutil
 import subprocess
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
-from riid import cli, load_pipeline
+from riid import cli, load_model, load_pipeline
 from riid import pipeline as P
 from riid.images import save_png, to_uint8
 
@@ -184,3 +186,53 @@ def test_pipeline_inputs_are_not_modified(tiny_pipeline_dir, tmp_path):
     before = {p: p.read_bytes() for p in tiny_pipeline_dir.rglob("*") if p.is_file()}
     assert cli.main(sample_argv(tiny_pipeline_dir, tmp_path / "o")) == 0
     assert before == {p: p.read_bytes() for p in tiny_pipeline_dir.rglob("*") if p.is_file()}
+
+
+def test_decoder_only_fine_tune_keeps_the_encoder_and_so_the_latents(tiny_pipeline_dir, tmp_path):
+    argv = ["train-autoencoder", "--out", str(tmp_path / "ft"), "--init", str(tiny_pipeline_dir / "autoencoder"),
+            "--decoder-only", "--steps", "3", "--batch-size", "4", "--warmup", "1", "--data-root", "fixture",
+            "--limit", "32", "--threads", "1"]
+    assert cli.main(argv) == 0
+    before = load_model(tiny_pipeline_dir / "autoencoder", "riae")
+    after = load_model(tmp_path / "ft" / "autoencoder", "riae")
+    assert after.config == before.config
+    encoder = {f"{name}." for name in ("pixel_in", "latent_query", "encode_cross", "encode_blocks", "to_latent")}
+    old, new = before.state_dict(), after.state_dict()
+    frozen = [k for k in old if any(k.startswith(e) for e in encoder)]
+    assert frozen and all(torch.equal(old[k], new[k]) for k in frozen)
+    assert any(not torch.equal(old[k], new[k]) for k in old if k not in frozen)  # the decoder did train
+    x = torch.rand(2, 1, 12, 12) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(before.encode(x), after.encode(x))
+
+
+def test_diffuser_init_continues_from_saved_weights(tiny_pipeline_dir, tmp_path):
+    argv = ["train-diffuser", "--out", str(tmp_path / "d"), "--autoencoder", str(tiny_pipeline_dir / "autoencoder"),
+            "--init", str(tiny_pipeline_dir), "--steps", "2", "--batch-size", "4", "--warmup", "1",
+            "--data-root", "fixture", "--limit", "32", "--threads", "1", "--preview-every", "100"]
+    assert cli.main(argv) == 0
+    before = load_model(tiny_pipeline_dir / "diffuser", "r2id")
+    after = load_model(tmp_path / "d" / "diffuser", "r2id")
+    assert after.config == before.config
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--decoder-only"], "give it with --init"),
+    (["--init", "nowhere"], "missing checkpoint file"),
+])
+def test_fine_tune_options_are_checked(extra, message, tmp_path, capsys):
+    argv = ["train-autoencoder", "--out", str(tmp_path), "--data-root", "fixture", *extra]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_diffuser_init_must_match_the_autoencoder(tiny_pipeline_dir, tmp_path, capsys):
+    from riid.autoencoder import RIAE
+    from riid.checkpoint import save_model
+
+    wide = load_model(tiny_pipeline_dir / "autoencoder", "riae")
+    save_model(RIAE(dataclasses.replace(wide.config, latent_channels=wide.config.latent_channels + 1)), tmp_path / "ae")
+    argv = ["train-diffuser", "--out", str(tmp_path / "d"), "--autoencoder", str(tmp_path / "ae"),
+            "--init", str(tiny_pipeline_dir), "--steps", "1", "--data-root", "fixture"]
+    assert cli.main(argv) == 2
+    assert "latent channels" in capsys.readouterr().err
