@@ -186,8 +186,14 @@ def generate_and_score(pipeline, classifier: Classifier, height: int, width: int
 
 
 @torch.no_grad()
-def autoencoder_figures(autoencoder, images: torch.Tensor) -> dict:
-    """Reconstruction at RECON_SIZES (default latent), and 16 → 32 px resampling versus bicubic."""
+def autoencoder_figures(autoencoder, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
+                        reference: torch.Tensor) -> dict:
+    """Reconstruction at RECON_SIZES (default latent), and 16 → 32 px resampling versus bicubic.
+
+    The classifier judges the reconstructions as it judges generated digits: its accuracy on them, and
+    their Fréchet distance to other real digits ``reference`` beside that of the inputs themselves (the
+    floor), which bounds how sharp any generated digit can be.
+    """
     def run(x, latent, out):  # a bounded number of pixels per call
         step = max(1, DECODE_PIXELS // (max(x.shape[-2:].numel(), out[0] * out[1])))
         return torch.cat([autoencoder.decode(autoencoder.encode(x[a:b], latent), out).clamp(-1, 1)
@@ -197,8 +203,13 @@ def autoencoder_figures(autoencoder, images: torch.Tensor) -> dict:
     for side in RECON_SIZES:
         x = resize(images, side, side)
         y = run(x, autoencoder.default_latent_size(side, side), (side, side))
+        pred, feat = classify(classifier, y)
+        _, feat_in = classify(classifier, x)
+        _, feat_ref = classify(classifier, resize(reference, side, side))
         recon[str(side)] = {"latent": list(autoencoder.default_latent_size(side, side)),
-                            "mse": float((y - x).pow(2).mean()), "psnr": float(psnr(y, x).mean())}
+                            "mse": float((y - x).pow(2).mean()), "psnr": float(psnr(y, x).mean()),
+                            "accuracy": float((pred == labels).float().mean()),
+                            "fd": frechet_distance(feat, feat_ref), "fd_floor": frechet_distance(feat_in, feat_ref)}
     small = resize(images, 16, 16)
     latent = autoencoder.default_latent_size(32, 32)
     upsampled = {"autoencoder": run(small, latent, (32, 32)),
@@ -258,7 +269,8 @@ def evaluate(pipeline, classifier: Classifier, sizes, n_per_class: int = DEFAULT
                      "fd": frechet_distance(gen["features"], feat_a), "fd_floor": frechet_distance(feat_a, feat_b),
                      "seconds_per_image": gen["seconds_per_image"], "batch": gen["batch"], "grid": grid_path.name})
     bar.set_postfix_str("autoencoder")
-    ae = autoencoder_figures(pipeline.autoencoder, real_images[set_a])
+    ae = autoencoder_figures(pipeline.autoencoder, classifier, real_images[set_a], real_labels[set_a],
+                             real_images[set_b])
     bar.close()
 
     report = {"settings": {"n_per_class": n_per_class, "real_per_class": n_real, "steps": steps, "cfg": cfg,
@@ -289,9 +301,11 @@ def markdown(report: dict) -> str:
                      f"{r['real_accuracy']:.1%} | {worst} ({r['per_class_accuracy'][worst]:.0%}) | {r['fd']:.2f} | "
                      f"{r['fd_floor']:.2f} | {r['seconds_per_image']:.3f} |")
     lines += ["", f"## Autoencoder ({ae['n']} test digits)", "",
-              "| size | latent | MSE ([-1, 1] scale) | PSNR (dB) |", "| --- | --- | --- | --- |"]
+              "| size | latent | MSE ([-1, 1] scale) | PSNR (dB) | accuracy on reconstructions | FD of "
+              "reconstructions | FD floor (real vs real) |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for side, r in ae["reconstruction"].items():
-        lines.append(f"| {side}×{side} | {r['latent'][0]}×{r['latent'][1]} | {r['mse']:.4f} | {r['psnr']:.2f} |")
+        lines.append(f"| {side}×{side} | {r['latent'][0]}×{r['latent'][1]} | {r['mse']:.4f} | {r['psnr']:.2f} | "
+                     f"{r['accuracy']:.1%} | {r['fd']:.2f} | {r['fd_floor']:.2f} |")
     rs = ae["resample_16_to_32"]
     lines += ["", f"Resampling: a 32 px digit downsampled to 16 px, encoded at 16 px to a {rs['latent'][0]}×"
               f"{rs['latent'][1]} latent, decoded at 32 px; against the true 32 px digit.", "",

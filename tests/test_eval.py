@@ -98,10 +98,13 @@ def test_cli_fast_writes_report_and_grids(tmp_path):
     assert r["latent"] == [6, 10]
     ae = report["autoencoder"]
     assert set(ae["reconstruction"]) == {"16", "32", "64"}
+    for r in ae["reconstruction"].values():
+        assert 0 <= r["accuracy"] <= 1 and math.isfinite(r["fd"]) and math.isfinite(r["fd_floor"])
     assert set(ae["resample_16_to_32"]) == {"latent", "autoencoder", "bicubic"}
     assert ae["resample_16_to_32"]["latent"] == [8, 8]
     md = (out / "report.md").read_text()
     assert "| 16×16 | 4×4 |" in md and "| 24×40 | 6×10 |" in md and "| bicubic |" in md
+    assert "| FD of reconstructions |" in md
     assert "fixture" in md  # the data source is stated
 
 
