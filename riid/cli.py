@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--cfg", type=float, default=P.DEFAULT_CFG, help=f"guidance scale (default {P.DEFAULT_CFG})")
     s.add_argument("--eta", type=float, default=P.DEFAULT_ETA, help=f"DDIM eta (default {P.DEFAULT_ETA})")
     s.add_argument("--sampler", default=P.DEFAULT_SAMPLER, help=f"ddim or dpmpp (default {P.DEFAULT_SAMPLER})")
+    s.add_argument("--spacing", default=P.DEFAULT_SPACING,
+                   help=f"sampler steps evenly spaced in time or logsnr (default {P.DEFAULT_SPACING})")
     s.add_argument("--seed", type=_integer, default=0, help="random seed (default 0)")
     s.add_argument("--clouds", type=_integer, default=1,
                    help="diffuser attention groups: >1 is faster on large latents, rougher (default 1)")
@@ -106,7 +108,8 @@ def _sample(args) -> None:
     latent = None if args.latent_height is None else (args.latent_height, args.latent_width)
     pipe = P.load_pipeline(args.checkpoint)
     pipe.use_clouds(args.clouds)
-    s = pipe.settings(args.height, args.width, latent, args.steps, args.cfg, args.eta, args.sampler, args.seed)
+    s = pipe.settings(args.height, args.width, latent, args.steps, args.cfg, args.eta, args.sampler, args.seed,
+                      args.spacing)
     memory.check_memory(pipe, n, s.height, s.width, s.latent_height, s.latent_width)
     bar = tqdm(total=s.steps, desc="sampling")
     latents = pipe.sample_latents([digit] * n, s, callback=lambda i, x, x0: bar.update(1))

@@ -10,7 +10,7 @@ from .autoencoder import RIAE
 from .checkpoint import load_model, save_model
 from .diffuser import R2ID, LabelConditioner
 from .samplers import SAMPLERS, sample_ddim, sample_dpmpp_2m
-from .schedule import sampling_alpha_bars
+from .schedule import SPACINGS, sampling_alpha_bars
 from .validate import (MAX_BATCH, MAX_CFG, MAX_ETA, MAX_IMAGE_SIDE, MAX_LATENT_SIDE, MAX_STEPS, check_float,
                        check_int, check_size)
 
@@ -19,6 +19,7 @@ DEFAULT_SAMPLER = "dpmpp"
 DEFAULT_STEPS = 20
 DEFAULT_CFG = 3.0
 DEFAULT_ETA = 0.0
+DEFAULT_SPACING = "time"
 MAX_SEED = 2**63 - 1
 
 
@@ -34,6 +35,7 @@ class SamplingSettings:
     eta: float = DEFAULT_ETA
     sampler: str = DEFAULT_SAMPLER
     seed: int = 0
+    spacing: str = DEFAULT_SPACING
 
 
 class Pipeline:
@@ -51,7 +53,7 @@ class Pipeline:
         self.diffuser.config.num_clouds = check_int("num_clouds", num_clouds, 1, MAX_LATENT_SIDE ** 2)
 
     def settings(self, height, width, latent_size=None, steps=DEFAULT_STEPS, cfg=DEFAULT_CFG, eta=DEFAULT_ETA,
-                 sampler=DEFAULT_SAMPLER, seed=0) -> SamplingSettings:
+                 sampler=DEFAULT_SAMPLER, seed=0, spacing=DEFAULT_SPACING) -> SamplingSettings:
         """Check every argument of a request; a bad one raises ValueError naming its allowed range."""
         height, width = check_size("output size", (height, width), MAX_IMAGE_SIDE)
         if latent_size is None or latent_size == (None, None):
@@ -59,9 +61,11 @@ class Pipeline:
         lh, lw = check_size("latent size", latent_size, MAX_LATENT_SIDE)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        if spacing not in SPACINGS:
+            raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
         return SamplingSettings(height, width, lh, lw, check_int("steps", steps, 1, MAX_STEPS),
                                 check_float("cfg", cfg, 0.0, MAX_CFG), check_float("eta", eta, 0.0, MAX_ETA),
-                                sampler, check_int("seed", seed, 0, MAX_SEED))
+                                sampler, check_int("seed", seed, 0, MAX_SEED), spacing)
 
     @torch.no_grad()
     def sample_latents(self, digits, s: SamplingSettings, callback=None) -> torch.Tensor:
@@ -81,7 +85,7 @@ class Pipeline:
 
         shape = (len(digits), self.diffuser.config.latent_channels, s.latent_height, s.latent_width)
         x = torch.randn(shape, generator=generator)
-        alpha_bars = sampling_alpha_bars(s.steps)
+        alpha_bars = sampling_alpha_bars(s.steps, s.spacing)
         if s.sampler == "ddim":
             return sample_ddim(denoiser, x, alpha_bars, s.eta, generator, callback)
         return sample_dpmpp_2m(denoiser, x, alpha_bars, callback)
@@ -92,9 +96,10 @@ class Pipeline:
 
     @torch.no_grad()
     def generate(self, digits, height: int = 32, width: int = 32, latent_size=None, steps=DEFAULT_STEPS,
-                 cfg=DEFAULT_CFG, eta=DEFAULT_ETA, sampler=DEFAULT_SAMPLER, seed=0, callback=None) -> torch.Tensor:
+                 cfg=DEFAULT_CFG, eta=DEFAULT_ETA, sampler=DEFAULT_SAMPLER, seed=0, callback=None,
+                 spacing=DEFAULT_SPACING) -> torch.Tensor:
         """Images [N, 1, height, width] in [-1, 1], one per digit in ``digits``."""
-        s = self.settings(height, width, latent_size, steps, cfg, eta, sampler, seed)
+        s = self.settings(height, width, latent_size, steps, cfg, eta, sampler, seed, spacing)
         return self.decode(self.sample_latents(digits, s, callback), s.height, s.width)
 
     def save(self, folder) -> None:

@@ -52,7 +52,7 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tenso
         x0, _ = _predict_x0(denoiser, x, ab[i])
         a, a_next = ab[i], ab[i + 1]
         h = lam[i + 1] - lam[i]
-        if x0_prev is None or i == len(ab) - 2:
+        if x0_prev is None or i == len(ab) - 2 or h == 0 or h_prev == 0:  # h = 0: two equal (clamped) alpha_bars
             d = x0
         else:
             r = h_prev / h

@@ -13,13 +13,30 @@ def cosine_alpha_bar(t: torch.Tensor) -> torch.Tensor:
     return (torch.cos((t + S) / (1 + S) * math.pi / 2) ** 2).clamp(MIN_ALPHA_BAR, 1.0)
 
 
-def sampling_alpha_bars(steps: int, device=None) -> torch.Tensor:
-    """alpha_bar at steps + 1 evenly spaced times from pure noise (t = 1) to clean (t = 0).
+SPACINGS = ("time", "logsnr")
 
-    The last value is exactly 1, so the final step returns the clean estimate with no noise left
-    (cosine_alpha_bar(0) itself is 0.99984).
+
+def log_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
+    """λ = ½·log(alpha_bar / (1 − alpha_bar)), the half log signal-to-noise ratio."""
+    return 0.5 * torch.log(alpha_bar / (1 - alpha_bar))
+
+
+def sampling_alpha_bars(steps: int, spacing: str = "time", device=None) -> torch.Tensor:
+    """alpha_bar at steps + 1 points from pure noise (t = 1) to clean (t = 0).
+
+    ``time``: evenly spaced in t. ``logsnr``: evenly spaced in λ between the same two ends, which
+    puts more steps at high noise, where the digit's shape is decided. The last value is exactly 1,
+    so the final step returns the clean estimate with no noise left (cosine_alpha_bar(0) is 0.99984).
     """
-    alpha_bars = cosine_alpha_bar(torch.linspace(1.0, 0.0, steps + 1, device=device, dtype=torch.float64))
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+    t = torch.linspace(1.0, 0.0, steps + 1, device=device, dtype=torch.float64)
+    if spacing == "time":
+        alpha_bars = cosine_alpha_bar(t)
+    else:
+        ends = log_snr(cosine_alpha_bar(t[[0, -1]]))
+        alpha_bars = torch.sigmoid(2 * torch.linspace(float(ends[0]), float(ends[1]), steps + 1, device=device,
+                                                      dtype=torch.float64))
     alpha_bars[-1] = 1.0
     return alpha_bars
 

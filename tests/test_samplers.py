@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from riid.samplers import SAMPLERS, sample_ddim, sample_dpmpp_2m
-from riid.schedule import MIN_ALPHA_BAR, add_noise, cosine_alpha_bar, sampling_alpha_bars
+from riid.schedule import MIN_ALPHA_BAR, add_noise, cosine_alpha_bar, log_snr, sampling_alpha_bars
 
 
 def oracle_for(x0: torch.Tensor):
@@ -45,6 +45,26 @@ def test_schedule_runs_from_noise_to_clean():
     t = torch.linspace(0, 1, 11, dtype=torch.float64)
     expected = torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
     torch.testing.assert_close(cosine_alpha_bar(t)[:-1], expected[:-1])
+
+
+def test_logsnr_spacing_is_even_in_log_snr_between_the_same_ends():
+    time, even = sampling_alpha_bars(20), sampling_alpha_bars(20, "logsnr")
+    assert even[0] == pytest.approx(float(time[0])) and even[-1] == 1.0
+    steps = torch.diff(log_snr(even[:-1]))
+    assert torch.all(steps > 0)
+    torch.testing.assert_close(steps, torch.full_like(steps, float(steps[0])))
+    assert even[5] < time[5]  # more of the steps at high noise than with even time
+    with pytest.raises(ValueError, match="spacing must be one of time, logsnr"):
+        sampling_alpha_bars(20, "karras")
+
+
+def test_dpmpp_survives_repeated_alpha_bars():
+    """Many even time steps clamp the first alpha_bars to the same minimum (h = 0): no division by zero."""
+    ab = sampling_alpha_bars(300)
+    assert ab[0] == ab[1]
+    x, _ = problem()
+    out = sample_dpmpp_2m(lambda x, a: 0.1 * x, x, ab)
+    assert torch.isfinite(out).all()
 
 
 def test_add_noise():
