@@ -25,7 +25,7 @@ def sampling_alpha_bars(steps: int, spacing: str = "time", device=None) -> torch
     """alpha_bar at steps + 1 points from pure noise (t = 1) to clean (t = 0).
 
     ``time``: evenly spaced in t. ``logsnr``: evenly spaced in λ between the same two ends, which
-    puts more steps at high noise, where the digit's shape is decided. The last value is exactly 1,
+    puts more of the steps at high noise. The last value is exactly 1,
     so the final step returns the clean estimate with no noise left (cosine_alpha_bar(0) is 0.99984).
     """
     if spacing not in SPACINGS:
