@@ -156,7 +156,8 @@ def _train(args) -> None:
 
         autoencoder = load_model(args.autoencoder, "riae")
         if args.init:
-            diffuser, conditioner = load_model(args.init / "diffuser", "r2id"), load_model(args.init / "conditioner", "label_conditioner")
+            diffuser = load_model(args.init / "diffuser", "r2id")
+            conditioner = load_model(args.init / "conditioner", "label_conditioner")
             if diffuser.config.latent_channels != autoencoder.config.latent_channels:
                 raise ValueError(f"{args.init / 'diffuser'} expects {diffuser.config.latent_channels} latent "
                                  f"channels, the autoencoder makes {autoencoder.config.latent_channels}")
