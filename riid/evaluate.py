@@ -275,8 +275,7 @@ def evaluate(pipeline, classifier: Classifier, sizes, n_per_class: int = DEFAULT
 
     report = {"settings": {"n_per_class": n_per_class, "real_per_class": n_real, "steps": steps, "cfg": cfg,
                            "sampler": sampler, "spacing": spacing, "eta": eta, "seed": seed,
-                           "batch": batch,
-                           "clouds": pipeline.diffuser.config.num_clouds,
+                           "batch": batch, "clouds": pipeline.diffuser.config.num_clouds,
                            "threads": torch.get_num_threads()},
               "notes": notes, "sizes": rows, "autoencoder": ae}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")

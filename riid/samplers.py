@@ -11,6 +11,8 @@ from typing import Callable
 
 import torch
 
+from .schedule import log_snr
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, torch.Tensor, torch.Tensor], None] | None
 
@@ -46,7 +48,7 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tenso
     The last step is first order, which is steadier with few steps.
     """
     ab = alpha_bars.tolist()
-    lam = [0.5 * math.log(a / (1 - a)) if a < 1 else float("inf") for a in ab]
+    lam = log_snr(alpha_bars.double()).tolist()  # +inf at the clean end (alpha_bar = 1)
     x0_prev, h_prev = None, None
     for i in range(len(ab) - 1):
         x0, _ = _predict_x0(denoiser, x, ab[i])
