@@ -29,8 +29,10 @@ from PIL import Image, ImageOps
 
 from riid import memory
 from riid.images import grid, to_uint8
-from riid.pipeline import DEFAULT_CFG, DEFAULT_CHECKPOINT, DEFAULT_STEPS, MAX_SEED, Pipeline, load_pipeline
+from riid.pipeline import (DEFAULT_CFG, DEFAULT_CHECKPOINT, DEFAULT_SPACING, DEFAULT_STEPS, MAX_SEED, Pipeline,
+                           load_pipeline)
 from riid.samplers import SAMPLERS
+from riid.schedule import SPACINGS
 from riid.validate import MAX_IMAGE_SIDE, check_float, check_int
 
 # The app's own limits, tighter than the library's: one shared CPU serves every visitor.
@@ -250,8 +252,8 @@ def sketch_image(payload) -> Image.Image | None:
 # --- the two model events ------------------------------------------------------------------------------
 
 @friendly_errors
-def generate(digit, height, width, auto_latent, latent_h, latent_w, guidance, steps, sampler, eta, seed,
-             n_images, show_trajectory, show_latents, progress=gr.Progress()):
+def generate(digit, height, width, auto_latent, latent_h, latent_w, guidance, steps, sampler, spacing, eta,
+             seed, n_images, show_trajectory, show_latents, progress=gr.Progress()):
     """Digits at any size: a grid of every image (one image is returned exactly height×width),
     the optional x0 trajectory of the first image, the optional channels of its latent, and a summary."""
     started = time.perf_counter()
@@ -262,6 +264,8 @@ def generate(digit, height, width, auto_latent, latent_h, latent_w, guidance, st
     steps = check_int("steps", steps, 1, MAX_STEPS)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if spacing not in SPACINGS:
+        raise ValueError(f"step spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
     eta = check_float("eta", eta, 0.0, MAX_ETA)
     n = check_int("number of images", n_images, 1, MAX_IMAGES)
     digits = parse_digits(digit, n)
@@ -269,7 +273,7 @@ def generate(digit, height, width, auto_latent, latent_h, latent_w, guidance, st
 
     pipe = get_pipeline()
     latent = latent or auto_latent_size(pipe, height, width)
-    s = pipe.settings(height, width, latent, steps, cfg, eta, sampler, parse_seed(seed))
+    s = pipe.settings(height, width, latent, steps, cfg, eta, sampler, parse_seed(seed), spacing)
     need = memory.check_memory(pipe, len(digits), s.height, s.width, s.latent_height, s.latent_width)
 
     every = max(1, math.ceil(s.steps / 8))
@@ -293,7 +297,7 @@ def generate(digit, height, width, auto_latent, latent_h, latent_w, guidance, st
         trajectory_image = to_pil(grid(frames_images, nrow=len(frames)))
     latent_image = latent_view(latents[0]) if latents_wanted else None
     summary = (f"{len(digits)} image(s) of {s.height}×{s.width} px from {s.latent_height}×{s.latent_width} latents, "
-               f"{s.steps} {s.sampler} steps, guidance {s.cfg:g}, seed {s.seed}: "
+               f"{s.steps} {s.sampler} steps spaced in {s.spacing}, guidance {s.cfg:g}, seed {s.seed}: "
                f"{time.perf_counter() - started:.2f} s (memory estimate {need / 2**20:.0f} MiB)")
     return out, trajectory_image, latent_image, summary
 
@@ -349,7 +353,8 @@ def latent_sliders(auto, height, width):
 
 def warm_up(url: str) -> None:
     """One generation through the running server, so that no visitor pays Gradio's first-request set-up."""
-    body = json.dumps({"data": ["0", 32, 32, True, 8, 8, DEFAULT_CFG, 2, "dpmpp", 0.0, 0, 1, False, False]})
+    body = json.dumps({"data": ["0", 32, 32, True, 8, 8, DEFAULT_CFG, 2, "dpmpp", DEFAULT_SPACING, 0.0, 0, 1, False,
+                                False]})
     request = urllib.request.Request(url + "gradio_api/call/generate", data=body.encode(),
                                      headers={"Content-Type": "application/json"})
     try:
@@ -384,6 +389,8 @@ with gr.Blocks(title="riid: resolution-invariant digits", delete_cache=(600, 360
                 steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="steps")
                 with gr.Row():
                     sampler = gr.Radio(list(SAMPLERS), value="dpmpp", label="sampler")
+                    spacing = gr.Radio(list(SPACINGS), value=DEFAULT_SPACING, label="step spacing",
+                                       info="time: even in t; logsnr: even in log-SNR; blend: between the two")
                     eta = gr.Slider(0, MAX_ETA, value=0.0, step=0.1, label="eta (ddim only)")
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, minimum=0, label="seed")
@@ -401,8 +408,8 @@ with gr.Blocks(title="riid: resolution-invariant digits", delete_cache=(600, 360
                                           format="png", elem_classes="pixelated")
                 latents_out = gr.Image(label="latent channels of the first image (each normalised)", type="pil",
                                        format="png", elem_classes="pixelated")
-        run.click(generate, [digit, height, width, auto_latent, latent_h, latent_w, guidance, steps, sampler, eta,
-                             seed, n_images, show_trajectory, show_latents],
+        run.click(generate, [digit, height, width, auto_latent, latent_h, latent_w, guidance, steps, sampler, spacing,
+                             eta, seed, n_images, show_trajectory, show_latents],
                   [result, trajectory_out, latents_out, summary], api_name="generate", preprocess=False,
                   concurrency_id="model")
         for trigger in (height.change, aspect.change):

@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--eta", type=float, default=P.DEFAULT_ETA, help=f"DDIM eta (default {P.DEFAULT_ETA})")
     s.add_argument("--sampler", default=P.DEFAULT_SAMPLER, help=f"ddim or dpmpp (default {P.DEFAULT_SAMPLER})")
     s.add_argument("--spacing", default=P.DEFAULT_SPACING,
-                   help=f"sampler steps evenly spaced in time or logsnr (default {P.DEFAULT_SPACING})")
+                   help=f"{P.SPACING_HELP} (default {P.DEFAULT_SPACING})")
     s.add_argument("--seed", type=_integer, default=0, help="random seed (default 0)")
     s.add_argument("--clouds", type=_integer, default=1,
                    help="diffuser attention groups: >1 is faster on large latents, rougher (default 1)")

@@ -335,7 +335,7 @@ def add_eval_arguments(parser) -> None:
     parser.add_argument("--sampler", default=P.DEFAULT_SAMPLER, help=f"ddim or dpmpp (default {P.DEFAULT_SAMPLER})")
     parser.add_argument("--eta", type=float, default=P.DEFAULT_ETA, help=f"default {P.DEFAULT_ETA}")
     parser.add_argument("--spacing", default=P.DEFAULT_SPACING,
-                        help=f"sampler steps evenly spaced in time or logsnr (default {P.DEFAULT_SPACING})")
+                        help=f"{P.SPACING_HELP} (default {P.DEFAULT_SPACING})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clouds", type=int, default=1, help="diffuser attention groups (default 1: full attention)")
     parser.add_argument("--batch", type=int, default=100,

@@ -20,6 +20,7 @@ DEFAULT_STEPS = 20
 DEFAULT_CFG = 3.0
 DEFAULT_ETA = 0.0
 DEFAULT_SPACING = "time"
+SPACING_HELP = "sampler steps even in time, even in log-SNR (logsnr), or halfway between the two in log-SNR (blend)"
 MAX_SEED = 2**63 - 1
 
 

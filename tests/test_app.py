@@ -16,7 +16,7 @@ from app_server import REPO, shared_app
 from riid.memory import check_memory, estimate_peak_bytes, memory_budget_bytes
 
 DEFAULTS = dict(digit="3", height=32, width=32, auto_latent=True, latent_h=8, latent_w=8, guidance=3.0, steps=8,
-                sampler="dpmpp", eta=0.0, seed=0, n_images=1, show_trajectory=False, show_latents=False)
+                sampler="dpmpp", spacing="time", eta=0.0, seed=0, n_images=1, show_trajectory=False, show_latents=False)
 RESAMPLE = dict(upload=None, sketch=None, frame=True, auto_latent=True, latent_h=8, latent_w=8, height=40, width=24)
 
 
@@ -64,6 +64,16 @@ def test_grids_trajectory_and_latent_view(client):
     assert size_of(image) == (2 + 10 * 12, 2 + 2 * 12)  # one row per digit
 
 
+def test_step_spacing_reaches_the_sampler(client):
+    images = {}
+    for spacing in ("time", "logsnr", "blend"):
+        image, *_, summary = generate(client, spacing=spacing, steps=4)
+        assert f"spaced in {spacing}" in summary
+        images[spacing] = np.asarray(Image.open(image))
+    assert not np.array_equal(images["time"], images["logsnr"])
+    assert not np.array_equal(images["blend"], images["logsnr"])
+
+
 @pytest.mark.parametrize("change, words", [
     (dict(height=0), "output height must be an integer in [1, 1024]"),
     (dict(width=5000), "output width must be an integer in [1, 1024]"),
@@ -76,6 +86,7 @@ def test_grids_trajectory_and_latent_view(client):
     (dict(n_images=0), "number of images must be an integer in [1, 16]"),
     (dict(digit="12"), "digit must be an integer in [0, 9]"),
     (dict(sampler="euler"), "sampler must be one of ddim, dpmpp"),
+    (dict(spacing="karras"), "step spacing must be one of time, logsnr, blend"),
     (dict(auto_latent=False, latent_h=0), "latent height must be an integer in [1, 64]"),
     (dict(auto_latent="yes"), "auto latent size must be true or false"),
 ])

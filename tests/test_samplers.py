@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from riid.samplers import SAMPLERS, sample_ddim, sample_dpmpp_2m
-from riid.schedule import MIN_ALPHA_BAR, add_noise, cosine_alpha_bar, log_snr, sampling_alpha_bars
+from riid.schedule import MIN_ALPHA_BAR, SPACINGS, add_noise, cosine_alpha_bar, log_snr, sampling_alpha_bars
 
 
 def oracle_for(x0: torch.Tensor):
@@ -56,6 +56,15 @@ def test_logsnr_spacing_is_even_in_log_snr_between_the_same_ends():
     assert even[5] < time[5]  # more of the steps at high noise than with even time
     with pytest.raises(ValueError, match="spacing must be one of time, logsnr"):
         sampling_alpha_bars(20, "karras")
+
+
+def test_blend_spacing_is_the_mean_of_time_and_logsnr_in_log_snr():
+    grids = {name: log_snr(sampling_alpha_bars(20, name)[:-1]) for name in SPACINGS}
+    torch.testing.assert_close(grids["blend"], (grids["time"] + grids["logsnr"]) / 2)
+    assert torch.all(torch.diff(grids["blend"]) > 0)
+    assert sampling_alpha_bars(20, "blend")[-1] == 1.0
+    # the last step starts from less noise than with even time steps, so less is left to a single jump
+    assert grids["time"][-1] < grids["blend"][-1] < grids["logsnr"][-1]
 
 
 def test_dpmpp_survives_repeated_alpha_bars():
