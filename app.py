@@ -29,8 +29,8 @@ from PIL import Image, ImageOps
 
 from riid import memory
 from riid.images import grid, to_uint8
-from riid.pipeline import (DEFAULT_CFG, DEFAULT_CHECKPOINT, DEFAULT_SPACING, DEFAULT_STEPS, MAX_SEED, Pipeline,
-                           load_pipeline)
+from riid.pipeline import (DEFAULT_CFG, DEFAULT_CHECKPOINT, DEFAULT_SPACING, DEFAULT_STEPS, MAX_SEED,
+                           MIN_LATENT_SIDE, Pipeline, load_pipeline)
 from riid.samplers import SAMPLERS
 from riid.schedule import SPACINGS
 from riid.validate import MAX_IMAGE_SIDE, check_float, check_int
@@ -44,7 +44,7 @@ MAX_GUIDANCE = 10.0
 MAX_ETA = 3.0
 MAX_INPUT_SIDE = MAX_IMAGE_SIDE  # uploads larger than this per side are refused
 ENCODE_SIDE = 128  # uploads are reduced to at most this per side before encoding: digits hold no finer detail
-AUTO_LATENT_SIDE = 16  # automatic latent size: output / 4, scaled down to at most this per side
+AUTO_LATENT_SIDE = 16  # automatic latent size: the pipeline's default, scaled down to at most this per side
 PREVIEW_SIDE = 96  # trajectory frames are decoded at this longer side
 ALL_DIGITS = "all ten"
 DIGIT_CHOICES = [ALL_DIGITS] + [str(d) for d in range(10)]
@@ -101,12 +101,13 @@ def parse_bool(name: str, value) -> bool:
 
 
 def auto_latent_size(pipe: Pipeline, height: int, width: int) -> tuple[int, int]:
-    """The autoencoder's default latent size (output / reduction), shrunk to AUTO_LATENT_SIDE on the longer side.
+    """The pipeline's default latent size (output / reduction, at least 8 on the shorter side), shrunk to
+    AUTO_LATENT_SIDE on the longer side.
 
     Diffusion cost grows with the square of the latent tokens while the output size is free, so a large
     image is drawn on a small latent and read out at full size by the autoencoder.
     """
-    lh, lw = pipe.autoencoder.default_latent_size(height, width)
+    lh, lw = pipe.default_latent_size(height, width)
     s = min(1.0, AUTO_LATENT_SIDE / max(lh, lw))
     return max(1, round(lh * s)), max(1, round(lw * s))
 
@@ -381,7 +382,8 @@ with gr.Blocks(title="riid: resolution-invariant digits", delete_cache=(600, 360
                 aspect = gr.Radio(ASPECTS, value="1:1", label="aspect ratio (width:height)")
                 height = gr.Slider(1, MAX_SIDE, value=64, step=1, label="output height (px)", elem_id="height")
                 width = gr.Slider(1, MAX_SIDE, value=64, step=1, label="output width (px)", elem_id="width")
-                auto_latent = gr.Checkbox(value=True, label=f"automatic latent size (output / 4, at most {AUTO_LATENT_SIDE} per side)")
+                auto_latent = gr.Checkbox(value=True, label=f"automatic latent size (output / 4; shorter side at least "
+                                                            f"{MIN_LATENT_SIDE}, longer at most {AUTO_LATENT_SIDE})")
                 with gr.Row():
                     latent_h = gr.Slider(1, MAX_LATENT, value=16, step=1, label="latent height", interactive=False)
                     latent_w = gr.Slider(1, MAX_LATENT, value=16, step=1, label="latent width", interactive=False)

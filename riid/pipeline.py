@@ -22,6 +22,7 @@ DEFAULT_ETA = 0.0
 DEFAULT_SPACING = "time"
 SPACING_HELP = "sampler steps even in time, even in log-SNR (logsnr), or halfway between the two in log-SNR (blend)"
 MAX_SEED = 2**63 - 1
+MIN_LATENT_SIDE = 8  # the latent of a 32 px digit: the grid the diffuser learned most
 
 
 @dataclass
@@ -53,12 +54,23 @@ class Pipeline:
         """
         self.diffuser.config.num_clouds = check_int("num_clouds", num_clouds, 1, MAX_LATENT_SIDE ** 2)
 
+    def default_latent_size(self, height: int, width: int) -> tuple[int, int]:
+        """The latent to diffuse for an output: the autoencoder's (output / reduction), scaled up with its
+        aspect kept until the shorter side is MIN_LATENT_SIDE (if the longer one stays within MAX_LATENT_SIDE).
+
+        The decoder reads any latent out at any size, so a 16 px digit is diffused on the same 8×8 grid as a
+        32 px one; on its own 4×4 latent it holds too little of the digit (figures in the README).
+        """
+        lh, lw = self.autoencoder.default_latent_size(height, width)
+        scale = max(1.0, min(MIN_LATENT_SIDE / min(lh, lw), MAX_LATENT_SIDE / max(lh, lw)))
+        return round(lh * scale), round(lw * scale)
+
     def settings(self, height, width, latent_size=None, steps=DEFAULT_STEPS, cfg=DEFAULT_CFG, eta=DEFAULT_ETA,
                  sampler=DEFAULT_SAMPLER, seed=0, spacing=DEFAULT_SPACING) -> SamplingSettings:
         """Check every argument of a request; a bad one raises ValueError naming its allowed range."""
         height, width = check_size("output size", (height, width), MAX_IMAGE_SIDE)
         if latent_size is None or latent_size == (None, None):
-            latent_size = self.autoencoder.default_latent_size(height, width)
+            latent_size = self.default_latent_size(height, width)
         lh, lw = check_size("latent size", latent_size, MAX_LATENT_SIDE)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")

@@ -67,7 +67,20 @@ def test_latent_size_and_callback(tiny_pipeline):
     assert latents.shape == (1, tiny_pipeline.diffuser.config.latent_channels, 2, 9)
     assert [c[0] for c in calls] == [0, 1, 2, 3] and all(c[1] == c[2] == latents.shape for c in calls)
     default = tiny_pipeline.settings(30, 10)
-    assert (default.latent_height, default.latent_width) == tiny_pipeline.autoencoder.default_latent_size(30, 10)
+    assert (default.latent_height, default.latent_width) == tiny_pipeline.default_latent_size(30, 10)
+
+
+@pytest.mark.parametrize("size, expected", [
+    ((16, 16), (8, 8)),       # 4×4 scaled up: small outputs diffuse on the 32 px digit's grid
+    ((24, 40), (8, 13)),      # 6×10, aspect kept
+    ((30, 10), (32, 8)),      # 8×2 (30/4 = 7.5 → 8, 10/4 = 2.5 → 2)
+    ((64, 64), (16, 16)),     # already at least 8: the autoencoder's default
+    ((8, 512), (2, 128)),     # 2×128: the longer side is at the limit, so no scaling up
+    ((4, 256), (2, 128)),     # 1×64 scaled only as far as the longer side allows
+])
+def test_default_latent_size_has_a_shorter_side_of_at_least_8(tiny_pipeline, size, expected):
+    assert tiny_pipeline.autoencoder.config.reduction == 4
+    assert tiny_pipeline.default_latent_size(*size) == expected
 
 
 def test_guidance_and_digit_change_the_output(tiny_pipeline):
