@@ -265,8 +265,6 @@ def generate(digit, height, width, auto_latent, latent_h, latent_w, guidance, st
     steps = check_int("steps", steps, 1, MAX_STEPS)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    if spacing not in SPACINGS:
-        raise ValueError(f"step spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
     eta = check_float("eta", eta, 0.0, MAX_ETA)
     n = check_int("number of images", n_images, 1, MAX_IMAGES)
     digits = parse_digits(digit, n)

@@ -86,7 +86,7 @@ def test_step_spacing_reaches_the_sampler(client):
     (dict(n_images=0), "number of images must be an integer in [1, 16]"),
     (dict(digit="12"), "digit must be an integer in [0, 9]"),
     (dict(sampler="euler"), "sampler must be one of ddim, dpmpp"),
-    (dict(spacing="karras"), "step spacing must be one of time, logsnr, blend"),
+    (dict(spacing="karras"), "spacing must be one of time, logsnr, blend"),
     (dict(auto_latent=False, latent_h=0), "latent height must be an integer in [1, 64]"),
     (dict(auto_latent="yes"), "auto latent size must be true or false"),
 ])
