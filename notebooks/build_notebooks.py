@@ -730,14 +730,16 @@ def resolution_invariance():
         md(r'''
             ## Diffusing at each size
 
-            Now the diffuser itself works at each resolution: the latent grows with the output (side / 4, so 4×4 at
-            16 px up to 32×32 at 128 px), always with the same seed. Four samples per size.
+            Now the diffuser itself works at each resolution: the latent grows with the output (side / 4, up to
+            32×32 at 128 px), always with the same seed. Four samples per size. Below 32 px the latent stays 8×8,
+            the grid of a 32 px digit, and only the decoder reads it out smaller: a 4×4 latent holds too little of
+            a digit (the README's evaluation measures the difference).
         '''),
         code('''
             sides = (16, 32, 64) if FAST else (16, 24, 32, 48, 64, 128)
             for s in sides:
                 out = pipe.generate([DIGIT] * 4, s, s, steps=STEPS, seed=SEED)
-                latent = pipe.autoencoder.default_latent_size(s, s)
+                latent = pipe.default_latent_size(s, s)
                 show_row(out, height=1.0, suptitle=f"{s}×{s} (latent {latent[0]}×{latent[1]})")
         '''),
         md(r'''

@@ -16,7 +16,7 @@ from app_server import REPO, shared_app
 from riid.memory import check_memory, estimate_peak_bytes, memory_budget_bytes
 
 DEFAULTS = dict(digit="3", height=32, width=32, auto_latent=True, latent_h=8, latent_w=8, guidance=3.0, steps=8,
-                sampler="dpmpp", spacing="time", eta=0.0, seed=0, n_images=1, show_trajectory=False, show_latents=False)
+                sampler="dpmpp", spacing="blend", eta=0.0, seed=0, n_images=1, show_trajectory=False, show_latents=False)
 RESAMPLE = dict(upload=None, sketch=None, frame=True, auto_latent=True, latent_h=8, latent_w=8, height=40, width=24)
 
 

@@ -38,7 +38,7 @@ def test_twenty_concurrent_generations(tiny_pipeline_dir, tmp_path):
     def visit(i):
         size = (32, 32) if i % 2 else (24 + i, 40)
         started = time.perf_counter()
-        image, *_ = clients[i].predict(str(i % 10), size[0], size[1], True, 8, 8, 3.0, 20, "dpmpp", "time", 0.0, i,
+        image, *_ = clients[i].predict(str(i % 10), size[0], size[1], True, 8, 8, 3.0, 20, "dpmpp", "blend", 0.0, i,
                                        1 + i % 3, False, False, api_name="/generate")
         latency = time.perf_counter() - started
         with Image.open(image) as img:
