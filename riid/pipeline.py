@@ -61,7 +61,7 @@ class Pipeline:
         The decoder reads any latent out at any size, so a 16 px digit is diffused on the same 8×8 grid as a
         32 px one; on its own 4×4 latent it holds too little of the digit (figures in the README).
         """
-        lh, lw = self.autoencoder.default_latent_size(height, width)
+        lh, lw = self.autoencoder.default_latent_size(*check_size("output size", (height, width), MAX_IMAGE_SIDE))
         scale = max(1.0, min(MIN_LATENT_SIDE / min(lh, lw), MAX_LATENT_SIDE / max(lh, lw)))
         return round(lh * scale), round(lw * scale)
 

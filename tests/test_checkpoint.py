@@ -81,6 +81,8 @@ def test_latent_size_and_callback(tiny_pipeline):
 def test_default_latent_size_has_a_shorter_side_of_at_least_8(tiny_pipeline, size, expected):
     assert tiny_pipeline.autoencoder.config.reduction == 4
     assert tiny_pipeline.default_latent_size(*size) == expected
+    with pytest.raises(ValueError, match="output size"):
+        tiny_pipeline.default_latent_size(0, 16)
 
 
 def test_guidance_and_digit_change_the_output(tiny_pipeline):
