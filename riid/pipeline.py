@@ -10,7 +10,7 @@ from .autoencoder import RIAE
 from .checkpoint import load_model, save_model
 from .diffuser import R2ID, LabelConditioner
 from .samplers import SAMPLERS, sample_ddim, sample_dpmpp_2m
-from .schedule import SPACINGS, sampling_alpha_bars
+from .schedule import check_spacing, sampling_alpha_bars
 from .validate import (MAX_BATCH, MAX_CFG, MAX_ETA, MAX_IMAGE_SIDE, MAX_LATENT_SIDE, MAX_STEPS, check_float,
                        check_int, check_size)
 
@@ -74,11 +74,9 @@ class Pipeline:
         lh, lw = check_size("latent size", latent_size, MAX_LATENT_SIDE)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-        if spacing not in SPACINGS:
-            raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
         return SamplingSettings(height, width, lh, lw, check_int("steps", steps, 1, MAX_STEPS),
                                 check_float("cfg", cfg, 0.0, MAX_CFG), check_float("eta", eta, 0.0, MAX_ETA),
-                                sampler, check_int("seed", seed, 0, MAX_SEED), spacing)
+                                sampler, check_int("seed", seed, 0, MAX_SEED), check_spacing(spacing))
 
     @torch.no_grad()
     def sample_latents(self, digits, s: SamplingSettings, callback=None) -> torch.Tensor:

@@ -21,6 +21,12 @@ def log_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
     return 0.5 * torch.log(alpha_bar / (1 - alpha_bar))
 
 
+def check_spacing(spacing: str) -> str:
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+    return spacing
+
+
 def sampling_alpha_bars(steps: int, spacing: str = "time", device=None) -> torch.Tensor:
     """alpha_bar at steps + 1 points from pure noise (t = 1) to clean (t = 0).
 
@@ -30,8 +36,7 @@ def sampling_alpha_bars(steps: int, spacing: str = "time", device=None) -> torch
     mean, in λ, of those two grids. The last value is exactly 1, so the final step returns the clean
     estimate with no noise left (cosine_alpha_bar(0) is 0.99984).
     """
-    if spacing not in SPACINGS:
-        raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+    check_spacing(spacing)
     t = torch.linspace(1.0, 0.0, steps + 1, device=device, dtype=torch.float64)
     alpha_bars = cosine_alpha_bar(t)
     if spacing != "time":
