@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 
 from riid import memory
 from riid.images import grid, to_uint8
-from riid.pipeline import (DEFAULT_CFG, DEFAULT_CHECKPOINT, DEFAULT_SPACING, DEFAULT_STEPS, MAX_SEED,
+from riid.pipeline import (DEFAULT_CFG, DEFAULT_CFG_FROM, DEFAULT_CHECKPOINT, DEFAULT_SPACING, DEFAULT_STEPS, MAX_SEED,
                            MIN_LATENT_SIDE, Pipeline, load_pipeline)
 from riid.samplers import SAMPLERS
 from riid.schedule import SPACINGS
@@ -42,6 +42,7 @@ MAX_IMAGES = 16
 MAX_STEPS = 100
 MAX_GUIDANCE = 10.0
 MAX_ETA = 3.0
+MAX_GUIDANCE_FROM = 5.0  # log-SNR; the sampling schedule spans about ±4.6
 MAX_INPUT_SIDE = MAX_IMAGE_SIDE  # uploads larger than this per side are refused
 ENCODE_SIDE = 128  # uploads are reduced to at most this per side before encoding: digits hold no finer detail
 AUTO_LATENT_SIDE = 16  # automatic latent size: the pipeline's default, scaled down to at most this per side
@@ -253,8 +254,8 @@ def sketch_image(payload) -> Image.Image | None:
 # --- the two model events ------------------------------------------------------------------------------
 
 @friendly_errors
-def generate(digit, height, width, auto_latent, latent_h, latent_w, guidance, steps, sampler, spacing, eta,
-             seed, n_images, show_trajectory, show_latents, progress=gr.Progress()):
+def generate(digit, height, width, auto_latent, latent_h, latent_w, guidance, guidance_from, steps, sampler, spacing,
+             eta, seed, n_images, show_trajectory, show_latents, progress=gr.Progress()):
     """Digits at any size: a grid of every image (one image is returned exactly height×width),
     the optional x0 trajectory of the first image, the optional channels of its latent, and a summary."""
     started = time.perf_counter()
@@ -262,6 +263,7 @@ def generate(digit, height, width, auto_latent, latent_h, latent_w, guidance, st
     width = check_int("output width", width, 1, MAX_SIDE)
     latent = parse_latent(auto_latent, latent_h, latent_w)
     cfg = check_float("guidance", guidance, 0.0, MAX_GUIDANCE)
+    cfg_from = check_float("guidance from log-SNR", guidance_from, -MAX_GUIDANCE_FROM, MAX_GUIDANCE_FROM)
     steps = check_int("steps", steps, 1, MAX_STEPS)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
@@ -272,7 +274,7 @@ def generate(digit, height, width, auto_latent, latent_h, latent_w, guidance, st
 
     pipe = get_pipeline()
     latent = latent or auto_latent_size(pipe, height, width)
-    s = pipe.settings(height, width, latent, steps, cfg, eta, sampler, parse_seed(seed), spacing)
+    s = pipe.settings(height, width, latent, steps, cfg, eta, sampler, parse_seed(seed), spacing, cfg_from)
     need = memory.check_memory(pipe, len(digits), s.height, s.width, s.latent_height, s.latent_width)
 
     every = max(1, math.ceil(s.steps / 8))
@@ -296,7 +298,8 @@ def generate(digit, height, width, auto_latent, latent_h, latent_w, guidance, st
         trajectory_image = to_pil(grid(frames_images, nrow=len(frames)))
     latent_image = latent_view(latents[0]) if latents_wanted else None
     summary = (f"{len(digits)} image(s) of {s.height}×{s.width} px from {s.latent_height}×{s.latent_width} latents, "
-               f"{s.steps} {s.sampler} steps spaced in {s.spacing}, guidance {s.cfg:g}, seed {s.seed}: "
+               f"{s.steps} {s.sampler} steps spaced in {s.spacing}, guidance {s.cfg:g} from log-SNR {s.cfg_from:g}, "
+               f"seed {s.seed}: "
                f"{time.perf_counter() - started:.2f} s (memory estimate {need / 2**20:.0f} MiB)")
     return out, trajectory_image, latent_image, summary
 
@@ -352,8 +355,8 @@ def latent_sliders(auto, height, width):
 
 def warm_up(url: str) -> None:
     """One generation through the running server, so that no visitor pays Gradio's first-request set-up."""
-    body = json.dumps({"data": ["0", 32, 32, True, 8, 8, DEFAULT_CFG, 2, "dpmpp", DEFAULT_SPACING, 0.0, 0, 1, False,
-                                False]})
+    body = json.dumps({"data": ["0", 32, 32, True, 8, 8, DEFAULT_CFG, DEFAULT_CFG_FROM, 2, "dpmpp", DEFAULT_SPACING,
+                                0.0, 0, 1, False, False]})
     request = urllib.request.Request(url + "gradio_api/call/generate", data=body.encode(),
                                      headers={"Content-Type": "application/json"})
     try:
@@ -386,6 +389,10 @@ with gr.Blocks(title="riid: resolution-invariant digits", delete_cache=(600, 360
                     latent_h = gr.Slider(1, MAX_LATENT, value=16, step=1, label="latent height", interactive=False)
                     latent_w = gr.Slider(1, MAX_LATENT, value=16, step=1, label="latent width", interactive=False)
                 guidance = gr.Slider(0, MAX_GUIDANCE, value=DEFAULT_CFG, step=0.1, label="guidance scale")
+                guidance_from = gr.Slider(-MAX_GUIDANCE_FROM, MAX_GUIDANCE_FROM, value=DEFAULT_CFG_FROM, step=0.1,
+                                          label="guidance from log-SNR",
+                                          info="the noisier steps before it use the label alone: more varied, "
+                                               "sharper digits; -5 guides every step")
                 steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="steps")
                 with gr.Row():
                     sampler = gr.Radio(list(SAMPLERS), value="dpmpp", label="sampler")
@@ -408,8 +415,8 @@ with gr.Blocks(title="riid: resolution-invariant digits", delete_cache=(600, 360
                                           format="png", elem_classes="pixelated")
                 latents_out = gr.Image(label="latent channels of the first image (each normalised)", type="pil",
                                        format="png", elem_classes="pixelated")
-        run.click(generate, [digit, height, width, auto_latent, latent_h, latent_w, guidance, steps, sampler, spacing,
-                             eta, seed, n_images, show_trajectory, show_latents],
+        run.click(generate, [digit, height, width, auto_latent, latent_h, latent_w, guidance, guidance_from, steps,
+                             sampler, spacing, eta, seed, n_images, show_trajectory, show_latents],
                   [result, trajectory_out, latents_out, summary], api_name="generate", preprocess=False,
                   concurrency_id="model")
         for trigger in (height.change, aspect.change):

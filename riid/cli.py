@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="generate digits as PNGs",
                        description="Generate N PNGs of one digit at any size. Defaults (quality first, then "
                                    f"speed): --sampler {P.DEFAULT_SAMPLER} --steps {P.DEFAULT_STEPS} "
-                                   f"--cfg {P.DEFAULT_CFG} --eta {P.DEFAULT_ETA}.")
+                                   f"--spacing {P.DEFAULT_SPACING} --cfg {P.DEFAULT_CFG} "
+                                   f"--cfg-from {P.DEFAULT_CFG_FROM} --eta {P.DEFAULT_ETA}.")
     s.add_argument("--checkpoint", type=Path, default=P.DEFAULT_CHECKPOINT,
                    help="checkpoint folder (default: the shipped checkpoints/)")
     s.add_argument("--digit", type=_integer, required=True, help="digit to draw, 0-9")
@@ -43,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--latent-width", type=_integer, help="latent width (default: width / reduction, rounded)")
     s.add_argument("--steps", type=_integer, default=P.DEFAULT_STEPS, help=f"sampler steps (default {P.DEFAULT_STEPS})")
     s.add_argument("--cfg", type=float, default=P.DEFAULT_CFG, help=f"guidance scale (default {P.DEFAULT_CFG})")
+    s.add_argument("--cfg-from", type=float, default=P.DEFAULT_CFG_FROM,
+                   help=f"{P.CFG_FROM_HELP} (default {P.DEFAULT_CFG_FROM})")
     s.add_argument("--eta", type=float, default=P.DEFAULT_ETA, help=f"DDIM eta (default {P.DEFAULT_ETA})")
     s.add_argument("--sampler", default=P.DEFAULT_SAMPLER, help=f"ddim or dpmpp (default {P.DEFAULT_SAMPLER})")
     s.add_argument("--spacing", default=P.DEFAULT_SPACING,
@@ -109,7 +112,7 @@ def _sample(args) -> None:
     pipe = P.load_pipeline(args.checkpoint)
     pipe.use_clouds(args.clouds)
     s = pipe.settings(args.height, args.width, latent, args.steps, args.cfg, args.eta, args.sampler, args.seed,
-                      args.spacing)
+                      args.spacing, args.cfg_from)
     memory.check_memory(pipe, n, s.height, s.width, s.latent_height, s.latent_width)
     bar = tqdm(total=s.steps, desc="sampling")
     latents = pipe.sample_latents([digit] * n, s, callback=lambda i, x, x0: bar.update(1))

@@ -160,10 +160,11 @@ def decode_bounded(pipeline, latents: torch.Tensor, height: int, width: int) -> 
 
 @torch.no_grad()
 def generate_and_score(pipeline, classifier: Classifier, height: int, width: int, n_per_class: int,
-                       steps, cfg, sampler, eta, seed: int, batch: int, bar=None, spacing=P.DEFAULT_SPACING) -> dict:
+                       steps, cfg, sampler, eta, seed: int, batch: int, bar=None, spacing=P.DEFAULT_SPACING,
+                       cfg_from=P.DEFAULT_CFG_FROM) -> dict:
     """Generate n per class at height×width in bounded batches; keep only labels, features and a few for the grid."""
     digits = torch.arange(10).repeat_interleave(n_per_class)
-    s = pipeline.settings(height, width, None, steps, cfg, eta, sampler, seed, spacing)
+    s = pipeline.settings(height, width, None, steps, cfg, eta, sampler, seed, spacing, cfg_from)
     per_batch = max(1, min(batch, batch * LATENT_TOKENS // (s.latent_height * s.latent_width)))
     preds, feats, shown, seconds = [], [], [], 0.0
     for i, (a, b) in enumerate(_batches(len(digits), per_batch)):
@@ -222,7 +223,7 @@ def autoencoder_figures(autoencoder, classifier: Classifier, images: torch.Tenso
 def evaluate(pipeline, classifier: Classifier, sizes, n_per_class: int = DEFAULT_N, steps=P.DEFAULT_STEPS,
              cfg=P.DEFAULT_CFG, sampler=P.DEFAULT_SAMPLER, eta=P.DEFAULT_ETA, seed: int = 0, out_dir="results/eval",
              real_images: torch.Tensor = None, real_labels: torch.Tensor = None, progress: bool = True,
-             batch: int = 100, notes=(), spacing=P.DEFAULT_SPACING) -> dict:
+             batch: int = 100, notes=(), spacing=P.DEFAULT_SPACING, cfg_from=P.DEFAULT_CFG_FROM) -> dict:
     """Write report.md, report.json and grid_<H>x<W>.png into ``out_dir``; return the report as a dict.
 
     ``real_images`` [N, 1, 32, 32] / ``real_labels`` [N] are test digits: two disjoint class-balanced
@@ -236,7 +237,7 @@ def evaluate(pipeline, classifier: Classifier, sizes, n_per_class: int = DEFAULT
     n_per_class = check_int("n per class", n_per_class, 1, 100_000)
     batch = check_int("batch", batch, 1, MAX_BATCH)
     seed = check_int("seed", seed, 0, P.MAX_SEED)
-    pipeline.settings(32, 32, None, steps, cfg, eta, sampler, seed, spacing)  # a bad setting fails before any work
+    pipeline.settings(32, 32, None, steps, cfg, eta, sampler, seed, spacing, cfg_from)  # fail before any work
     if real_images is None or real_labels is None or len(real_images) != len(real_labels):
         raise ValueError("real_images and real_labels (test digits, one label each) are required")
     counts = torch.bincount(real_labels, minlength=10)
@@ -257,7 +258,7 @@ def evaluate(pipeline, classifier: Classifier, sizes, n_per_class: int = DEFAULT
     for height, width in sizes:
         bar.set_postfix_str(f"{height}x{width}")
         gen = generate_and_score(pipeline, classifier, height, width, n_per_class, steps, cfg, sampler, eta, seed,
-                                 batch, bar, spacing)
+                                 batch, bar, spacing, cfg_from)
         real_a, real_b = (real_at(real_images[idx], height, width) for idx in (set_a, set_b))
         pred_a, feat_a = classify(classifier, real_a)
         _, feat_b = classify(classifier, real_b)
@@ -274,7 +275,7 @@ def evaluate(pipeline, classifier: Classifier, sizes, n_per_class: int = DEFAULT
     bar.close()
 
     report = {"settings": {"n_per_class": n_per_class, "real_per_class": n_real, "steps": steps, "cfg": cfg,
-                           "sampler": sampler, "spacing": spacing, "eta": eta, "seed": seed,
+                           "cfg_from": cfg_from, "sampler": sampler, "spacing": spacing, "eta": eta, "seed": seed,
                            "batch": batch, "clouds": pipeline.diffuser.config.num_clouds,
                            "threads": torch.get_num_threads()},
               "notes": notes, "sizes": rows, "autoencoder": ae}
@@ -288,7 +289,8 @@ def markdown(report: dict) -> str:
     lines = ["# riid resolution-invariance report", "",
              f"{s['n_per_class']} digits per class and size; sampler {s['sampler']}, {s['steps']} steps "
              f"spaced in {s.get('spacing', 'time')}, "
-             f"CFG {s['cfg']}, eta {s['eta']}, seed {s['seed']}, batch {s['batch']}, CPU threads {s['threads']}"
+             f"CFG {s['cfg']}" + (f" from log-SNR {s['cfg_from']}" if "cfg_from" in s else "") +
+             f", eta {s['eta']}, seed {s['seed']}, batch {s['batch']}, CPU threads {s['threads']}"
              + (f", diffuser attention in {s['clouds']} clouds. " if s.get("clouds", 1) > 1 else ". ") +
              "Every image is padded to a square (background −1) and resized to 32×32 before the classifier "
              "sees it. Real digits at a size are 32 px test digits cut to the aspect ratio (crop or pad, no "
@@ -332,6 +334,8 @@ def add_eval_arguments(parser) -> None:
     parser.add_argument("--n", type=int, help=f"digits per class and size (default {DEFAULT_N}; --fast: {FAST_N})")
     parser.add_argument("--steps", type=int, default=P.DEFAULT_STEPS, help=f"default {P.DEFAULT_STEPS}")
     parser.add_argument("--cfg", type=float, default=P.DEFAULT_CFG, help=f"default {P.DEFAULT_CFG}")
+    parser.add_argument("--cfg-from", type=float, default=P.DEFAULT_CFG_FROM,
+                        help=f"{P.CFG_FROM_HELP} (default {P.DEFAULT_CFG_FROM})")
     parser.add_argument("--sampler", default=P.DEFAULT_SAMPLER, help=f"ddim or dpmpp (default {P.DEFAULT_SAMPLER})")
     parser.add_argument("--eta", type=float, default=P.DEFAULT_ETA, help=f"default {P.DEFAULT_ETA}")
     parser.add_argument("--spacing", default=P.DEFAULT_SPACING,
@@ -377,6 +381,7 @@ def run_eval_cli(args) -> None:
     for note in notes:
         print(f"note: {note}")
     report = evaluate(pipe, classifier, sizes, n, args.steps, args.cfg, args.sampler, args.eta, args.seed, args.out,
-                      images, labels, progress=True, batch=args.batch, notes=notes, spacing=args.spacing)
+                      images, labels, progress=True, batch=args.batch, notes=notes, spacing=args.spacing,
+                      cfg_from=args.cfg_from)
     print(markdown(report).split("\n## Samples")[0])
     print(f"wrote report.md, report.json and {len(sizes)} grids to {args.out}")

@@ -9,6 +9,7 @@ MAX_LATENT_SIDE = 128  # latent tokens per side
 MAX_STEPS = 1000
 MAX_CFG = 50.0
 MAX_ETA = 5.0
+MAX_CFG_FROM = 10.0  # |log-SNR| bound of the guidance start; the schedule spans about ±4.6
 MAX_BATCH = 256
 
 

@@ -15,8 +15,9 @@ from PIL import Image
 from app_server import REPO, shared_app
 from riid.memory import check_memory, estimate_peak_bytes, memory_budget_bytes
 
-DEFAULTS = dict(digit="3", height=32, width=32, auto_latent=True, latent_h=8, latent_w=8, guidance=3.0, steps=8,
-                sampler="dpmpp", spacing="blend", eta=0.0, seed=0, n_images=1, show_trajectory=False, show_latents=False)
+DEFAULTS = dict(digit="3", height=32, width=32, auto_latent=True, latent_h=8, latent_w=8, guidance=3.0,
+                guidance_from=-2.3, steps=8, sampler="dpmpp", spacing="blend", eta=0.0, seed=0, n_images=1,
+                show_trajectory=False, show_latents=False)
 RESAMPLE = dict(upload=None, sketch=None, frame=True, auto_latent=True, latent_h=8, latent_w=8, height=40, width=24)
 
 
@@ -74,6 +75,15 @@ def test_step_spacing_reaches_the_sampler(client):
     assert not np.array_equal(images["blend"], images["logsnr"])
 
 
+def test_guidance_from_reaches_the_sampler(client):
+    images = {}
+    for start in (-5.0, 0.0):
+        image, *_, summary = generate(client, guidance_from=start, steps=6)
+        assert f"guidance 3 from log-SNR {start:g}" in summary
+        images[start] = np.asarray(Image.open(image))
+    assert not np.array_equal(images[-5.0], images[0.0])
+
+
 @pytest.mark.parametrize("change, words", [
     (dict(height=0), "output height must be an integer in [1, 1024]"),
     (dict(width=5000), "output width must be an integer in [1, 1024]"),
@@ -81,6 +91,7 @@ def test_step_spacing_reaches_the_sampler(client):
     (dict(steps=2.5), "steps must be an integer"),
     (dict(guidance="nan"), "guidance must be a number in [0.0, 10.0]"),
     (dict(guidance=-1), "guidance must be a finite number in [0.0, 10.0]"),
+    (dict(guidance_from=6), "guidance from log-SNR must be a finite number in [-5.0, 5.0]"),
     (dict(eta=4), "eta must be a finite number in [0.0, 3.0]"),
     (dict(seed=-1), "seed must be an integer"),
     (dict(n_images=0), "number of images must be an integer in [1, 16]"),

@@ -11,7 +11,8 @@ import torch
 
 from riid import Pipeline, load_model, load_pipeline, save_model
 from riid.checkpoint import atomic_write
-from riid.validate import MAX_BATCH
+from riid.schedule import log_snr, sampling_alpha_bars
+from riid.validate import MAX_BATCH, MAX_CFG_FROM
 
 from conftest import tiny_models
 
@@ -91,13 +92,34 @@ def test_guidance_and_digit_change_the_output(tiny_pipeline):
     assert (base - tiny_pipeline.generate([6], seed=0, cfg=3.0, **SMALL)).abs().max() > 1e-4
 
 
+def test_guidance_applies_only_from_its_log_snr(tiny_pipeline):
+    """cfg_from above every step's log-SNR leaves the label alone (as CFG 1); below every step, all are guided."""
+    unguided = tiny_pipeline.generate([3], seed=0, cfg=3.0, cfg_from=MAX_CFG_FROM, **SMALL)
+    cfg_one = tiny_pipeline.generate([3], seed=0, cfg=1.0, cfg_from=-MAX_CFG_FROM, **SMALL)
+    assert torch.allclose(unguided, cfg_one, atol=1e-5)
+    guided = tiny_pipeline.generate([3], seed=0, cfg=3.0, cfg_from=-MAX_CFG_FROM, **SMALL)
+    assert (guided - unguided).abs().max() > 1e-3
+    partly = tiny_pipeline.generate([3], seed=0, cfg=3.0, cfg_from=-3.0, **SMALL)  # guides the last two of 3 steps
+    assert (partly - guided).abs().max() > 1e-3 and (partly - unguided).abs().max() > 1e-5
+
+
+def test_unguided_steps_run_the_diffuser_on_one_condition(tiny_pipeline, monkeypatch):
+    seen = []
+    forward = tiny_pipeline.diffuser.forward
+    monkeypatch.setattr(tiny_pipeline.diffuser, "forward",
+                        lambda x, alpha_bar, conds, **kw: seen.append(len(conds)) or forward(x, alpha_bar, conds, **kw))
+    tiny_pipeline.generate([3], seed=0, steps=20, spacing="logsnr", cfg_from=0.0, height=8, width=8)
+    below = int((log_snr(sampling_alpha_bars(20, "logsnr")[:-1]) < 0).sum())
+    assert 5 < below < 15 and seen == [1] * below + [2] * (20 - below)
+
+
 BAD_SETTINGS = [
     dict(height=0), dict(height=-5), dict(height=4097), dict(height=1.5), dict(height="abc"), dict(height=None),
     dict(width=0), dict(width=float("nan")), dict(width=True), dict(latent_size=(0, 3)), dict(latent_size=(129, 1)),
     dict(latent_size=(2.5, 2)), dict(latent_size=(2, 2, 2)), dict(steps=0), dict(steps=-1), dict(steps=1001),
     dict(steps=2.5), dict(cfg=float("nan")), dict(cfg=float("inf")), dict(cfg=-1.0), dict(cfg=51.0), dict(cfg="3"),
     dict(eta=-0.1), dict(eta=float("inf")), dict(eta=6.0), dict(sampler="euler"), dict(seed=-1), dict(seed=2**64),
-    dict(seed=0.5),
+    dict(seed=0.5), dict(cfg_from=float("nan")), dict(cfg_from=-10.5), dict(cfg_from=11.0),
 ]
 
 

@@ -103,6 +103,7 @@ def bad_cases(checkpoint: Path, tmp: Path):
         "height-1.5": ["--height", "1.5"], "height-abc": ["--height", "abc"], "width-0": ["--width", "0"],
         "steps-0": ["--steps", "0"], "steps-1001": ["--steps", "1001"], "cfg-nan": ["--cfg", "nan"],
         "cfg-inf": ["--cfg", "inf"], "cfg-neg": ["--cfg", "-1"], "eta-neg": ["--eta", "-0.5"],
+        "cfg-from-11": ["--cfg-from", "11"],
         "digit-10": ["--digit", "10"], "digit-neg": ["--digit", "-1"], "n-0": ["--n", "0"], "n-257": ["--n", "257"],
         "sampler": ["--sampler", "euler"], "spacing": ["--spacing", "karras"], "seed-neg": ["--seed", "-1"],
         "latent-one-side": ["--latent-height", "2"],
@@ -116,7 +117,7 @@ def bad_cases(checkpoint: Path, tmp: Path):
 
 CASES = ["height-0", "height-neg", "height-4097", "height-1.5",
          "height-abc", "width-0", "steps-0", "steps-1001", "cfg-nan", "cfg-inf",
-         "cfg-neg", "eta-neg", "digit-10", "digit-neg", "n-0", "n-257", "sampler", "spacing", "seed-neg",
+         "cfg-neg", "eta-neg", "cfg-from-11", "digit-10", "digit-neg", "n-0", "n-257", "sampler", "spacing", "seed-neg",
          "latent-one-side",
          "latent-0", "latent-129", "clouds-0", "missing-checkpoint", "malformed-checkpoint", "truncated-checkpoint"]
 

@@ -38,8 +38,8 @@ def test_twenty_concurrent_generations(tiny_pipeline_dir, tmp_path):
     def visit(i):
         size = (32, 32) if i % 2 else (24 + i, 40)
         started = time.perf_counter()
-        image, *_ = clients[i].predict(str(i % 10), size[0], size[1], True, 8, 8, 3.0, 20, "dpmpp", "blend", 0.0, i,
-                                       1 + i % 3, False, False, api_name="/generate")
+        image, *_ = clients[i].predict(str(i % 10), size[0], size[1], True, 8, 8, 3.0, -2.3, 20, "dpmpp", "logsnr",
+                                       0.0, i, 1 + i % 3, False, False, api_name="/generate")
         latency = time.perf_counter() - started
         with Image.open(image) as img:
             return latency, img.size, size, 1 + i % 3
