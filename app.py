@@ -392,7 +392,7 @@ with gr.Blocks(title="riid: resolution-invariant digits", delete_cache=(600, 360
                 guidance_from = gr.Slider(-MAX_GUIDANCE_FROM, MAX_GUIDANCE_FROM, value=DEFAULT_CFG_FROM, step=0.1,
                                           label="guidance from log-SNR",
                                           info="the noisier steps before it use the label alone: more varied, "
-                                               "sharper digits; -5 guides every step")
+                                               "more realistic digits; -5 guides every step")
                 steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="steps")
                 with gr.Row():
                     sampler = gr.Radio(list(SAMPLERS), value="dpmpp", label="sampler")

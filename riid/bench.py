@@ -256,7 +256,8 @@ def sampling_rows(folder: Path, sizes, steps: int, reps) -> list[Row]:
         seconds = statistics.median(times)
         rows.append(Row("sampling 10 digits (diffuse + decode)",
                         f"{size}×{size} px, {s.latent_height}×{s.latent_width} latent, {DEFAULT_SAMPLER} "
-                        f"{steps} steps, cfg {DEFAULT_CFG:g}", seconds, 10 / seconds, "img/s",
+                        f"{steps} steps spaced in {s.spacing}, cfg {DEFAULT_CFG:g} from log-SNR {s.cfg_from:g}",
+                        seconds, 10 / seconds, "img/s",
                         note=f"median of {runs} after warm-up"))
     return rows
 

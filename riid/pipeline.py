@@ -21,7 +21,7 @@ DEFAULT_CFG = 3.0
 DEFAULT_ETA = 0.0
 DEFAULT_SPACING = "logsnr"  # sharper than DDIM at 100 steps (README); even time steps leave a blurrier last jump
 SPACING_HELP = "sampler steps even in time, even in log-SNR (logsnr), or halfway between the two in log-SNR (blend)"
-DEFAULT_CFG_FROM = -2.3  # no guidance on the noisiest steps (7 of 20): more varied, realistic digits (README)
+DEFAULT_CFG_FROM = -2.3  # no guidance on the noisiest steps (6 of 20): more varied, realistic digits (README)
 CFG_FROM_HELP = ("guide only the steps at log-SNR >= this; the noisier ones use the label alone "
                  "(-5 or less: guide every step)")
 MAX_SEED = 2**63 - 1
