@@ -14,10 +14,11 @@ from PIL import Image
 
 from app_server import REPO, shared_app
 from riid.memory import check_memory, estimate_peak_bytes, memory_budget_bytes
+from riid.pipeline import DEFAULT_CFG_FROM, DEFAULT_SPACING
 
 DEFAULTS = dict(digit="3", height=32, width=32, auto_latent=True, latent_h=8, latent_w=8, guidance=3.0,
-                guidance_from=-2.3, steps=8, sampler="dpmpp", spacing="blend", eta=0.0, seed=0, n_images=1,
-                show_trajectory=False, show_latents=False)
+                guidance_from=DEFAULT_CFG_FROM, steps=8, sampler="dpmpp", spacing=DEFAULT_SPACING, eta=0.0, seed=0,
+                n_images=1, show_trajectory=False, show_latents=False)  # the CLI's defaults, for the CLI comparison
 RESAMPLE = dict(upload=None, sketch=None, frame=True, auto_latent=True, latent_h=8, latent_w=8, height=40, width=24)
 
 
