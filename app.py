@@ -45,7 +45,8 @@ MAX_ETA = 3.0
 MAX_GUIDANCE_FROM = 5.0  # log-SNR; the sampling schedule spans about ±4.6
 MAX_INPUT_SIDE = MAX_IMAGE_SIDE  # uploads larger than this per side are refused
 ENCODE_SIDE = 128  # uploads are reduced to at most this per side before encoding: digits hold no finer detail
-AUTO_LATENT_SIDE = 16  # automatic latent size: the pipeline's default, scaled down to at most this per side
+AUTO_LATENT_SIDE = 20  # automatic latent size: the pipeline's default, scaled down to at most this per side
+# (20 keeps the CLI's latents for 3:5 and 5:3 digits up to 48×80, e.g. 12×20 at 24×40)
 PREVIEW_SIDE = 96  # trajectory frames are decoded at this longer side
 ALL_DIGITS = "all ten"
 DIGIT_CHOICES = [ALL_DIGITS] + [str(d) for d in range(10)]
@@ -102,7 +103,7 @@ def parse_bool(name: str, value) -> bool:
 
 
 def auto_latent_size(pipe: Pipeline, height: int, width: int) -> tuple[int, int]:
-    """The pipeline's default latent size (output / reduction, at least 8 on the shorter side), shrunk to
+    """The pipeline's default latent size (output / reduction, at least 12 on the shorter side), shrunk to
     AUTO_LATENT_SIDE on the longer side.
 
     Diffusion cost grows with the square of the latent tokens while the output size is free, so a large
@@ -388,7 +389,7 @@ with gr.Blocks(title="riid: resolution-invariant digits", delete_cache=(600, 360
                 with gr.Row():
                     latent_h = gr.Slider(1, MAX_LATENT, value=16, step=1, label="latent height", interactive=False)
                     latent_w = gr.Slider(1, MAX_LATENT, value=16, step=1, label="latent width", interactive=False)
-                guidance = gr.Slider(0, MAX_GUIDANCE, value=DEFAULT_CFG, step=0.1, label="guidance scale")
+                guidance = gr.Slider(0, MAX_GUIDANCE, value=DEFAULT_CFG, step=0.05, label="guidance scale")
                 guidance_from = gr.Slider(-MAX_GUIDANCE_FROM, MAX_GUIDANCE_FROM, value=DEFAULT_CFG_FROM, step=0.1,
                                           label="guidance from log-SNR",
                                           info="the noisier steps before it use the label alone: more varied, "

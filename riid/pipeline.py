@@ -17,7 +17,7 @@ from .validate import (MAX_BATCH, MAX_CFG, MAX_CFG_FROM, MAX_ETA, MAX_IMAGE_SIDE
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_SAMPLER = "dpmpp"
 DEFAULT_STEPS = 20
-DEFAULT_CFG = 3.0
+DEFAULT_CFG = 2.25  # with the 12×12 latent of a 32 px digit; 3 gives surer but less varied digits (README)
 DEFAULT_ETA = 0.0
 DEFAULT_SPACING = "logsnr"  # sharper than DDIM at 100 steps (README); even time steps leave a blurrier last jump
 SPACING_HELP = "sampler steps even in time, even in log-SNR (logsnr), or halfway between the two in log-SNR (blend)"
@@ -25,7 +25,7 @@ DEFAULT_CFG_FROM = -2.3  # no guidance on the noisiest steps (6 of 20): more var
 CFG_FROM_HELP = ("guide only the steps at log-SNR >= this; the noisier ones use the label alone "
                  "(-5 or less: guide every step)")
 MAX_SEED = 2**63 - 1
-MIN_LATENT_SIDE = 8  # the latent of a 32 px digit: the grid the diffuser learned most
+MIN_LATENT_SIDE = 12  # a 32 px digit is diffused at 1.5× the autoencoder's density: sharper, surer digits (README)
 
 
 @dataclass

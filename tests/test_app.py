@@ -14,11 +14,11 @@ from PIL import Image
 
 from app_server import REPO, shared_app
 from riid.memory import check_memory, estimate_peak_bytes, memory_budget_bytes
-from riid.pipeline import DEFAULT_CFG_FROM, DEFAULT_SPACING
+from riid.pipeline import DEFAULT_CFG, DEFAULT_CFG_FROM, DEFAULT_SPACING, MIN_LATENT_SIDE
 
-DEFAULTS = dict(digit="3", height=32, width=32, auto_latent=True, latent_h=8, latent_w=8, guidance=3.0,
-                guidance_from=DEFAULT_CFG_FROM, steps=8, sampler="dpmpp", spacing=DEFAULT_SPACING, eta=0.0, seed=0,
-                n_images=1, show_trajectory=False, show_latents=False)  # the CLI's defaults, for the CLI comparison
+DEFAULTS = dict(digit="3", height=32, width=32, auto_latent=True, latent_h=MIN_LATENT_SIDE, latent_w=MIN_LATENT_SIDE,
+                guidance=DEFAULT_CFG, guidance_from=DEFAULT_CFG_FROM, steps=8, sampler="dpmpp", spacing=DEFAULT_SPACING,
+                eta=0.0, seed=0, n_images=1, show_trajectory=False, show_latents=False)  # the CLI's defaults, for the CLI comparison
 RESAMPLE = dict(upload=None, sketch=None, frame=True, auto_latent=True, latent_h=8, latent_w=8, height=40, width=24)
 
 
@@ -80,7 +80,7 @@ def test_guidance_from_reaches_the_sampler(client):
     images = {}
     for start in (-5.0, 0.0):
         image, *_, summary = generate(client, guidance_from=start, steps=6)
-        assert f"guidance 3 from log-SNR {start:g}" in summary
+        assert f"guidance {DEFAULT_CFG:g} from log-SNR {start:g}" in summary
         images[start] = np.asarray(Image.open(image))
     assert not np.array_equal(images[-5.0], images[0.0])
 

@@ -11,6 +11,7 @@ import torch
 
 from riid import Pipeline, load_model, load_pipeline, save_model
 from riid.checkpoint import atomic_write
+from riid.pipeline import MIN_LATENT_SIDE
 from riid.schedule import log_snr, sampling_alpha_bars
 from riid.validate import MAX_BATCH, MAX_CFG_FROM
 
@@ -72,24 +73,26 @@ def test_latent_size_and_callback(tiny_pipeline):
 
 
 @pytest.mark.parametrize("size, expected", [
-    ((16, 16), (8, 8)),       # 4×4 scaled up: small outputs diffuse on the 32 px digit's grid
-    ((24, 40), (8, 13)),      # 6×10, aspect kept
-    ((30, 10), (32, 8)),      # 8×2 (30/4 = 7.5 → 8, 10/4 = 2.5 → 2)
-    ((64, 64), (16, 16)),     # already at least 8: the autoencoder's default
+    ((16, 16), (12, 12)),     # 4×4 scaled up: small outputs diffuse on the same grid as a 32 px digit
+    ((32, 32), (12, 12)),     # 8×8 scaled up 1.5×
+    ((24, 40), (12, 20)),     # 6×10, aspect kept
+    ((30, 10), (48, 12)),     # 8×2 (30/4 = 7.5 → 8, 10/4 = 2.5 → 2), scaled 6×
+    ((64, 64), (16, 16)),     # already at least 12: the autoencoder's default
     ((8, 512), (2, 128)),     # 2×128: the longer side is at the limit, so no scaling up
     ((4, 256), (2, 128)),     # 1×64 scaled only as far as the longer side allows
 ])
-def test_default_latent_size_has_a_shorter_side_of_at_least_8(tiny_pipeline, size, expected):
-    assert tiny_pipeline.autoencoder.config.reduction == 4
+def test_default_latent_size_has_a_shorter_side_of_at_least_12(tiny_pipeline, size, expected):
+    assert tiny_pipeline.autoencoder.config.reduction == 4 and MIN_LATENT_SIDE == 12
     assert tiny_pipeline.default_latent_size(*size) == expected
     with pytest.raises(ValueError, match="output size"):
         tiny_pipeline.default_latent_size(0, 16)
 
 
 def test_guidance_and_digit_change_the_output(tiny_pipeline):
-    base = tiny_pipeline.generate([3], seed=0, cfg=3.0, **SMALL)
-    assert (base - tiny_pipeline.generate([3], seed=0, cfg=0.0, **SMALL)).abs().max() > 1e-4
-    assert (base - tiny_pipeline.generate([6], seed=0, cfg=3.0, **SMALL)).abs().max() > 1e-4
+    every_step = dict(SMALL, cfg_from=-MAX_CFG_FROM)
+    base = tiny_pipeline.generate([3], seed=0, cfg=3.0, **every_step)
+    assert (base - tiny_pipeline.generate([3], seed=0, cfg=0.0, **every_step)).abs().max() > 1e-4
+    assert (base - tiny_pipeline.generate([6], seed=0, cfg=3.0, **every_step)).abs().max() > 1e-4
 
 
 def test_guidance_applies_only_from_its_log_snr(tiny_pipeline):

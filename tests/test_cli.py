@@ -82,7 +82,7 @@ def test_latent_override(tiny_pipeline_dir, tmp_path, monkeypatch, capsys):
     assert cli.main(sample_argv(tiny_pipeline_dir, tmp_path / "a", "--latent-height", "2", "--latent-width", "9")) == 0
     assert cli.main(sample_argv(tiny_pipeline_dir, tmp_path / "b")) == 0
     assert (seen[0].latent_height, seen[0].latent_width) == (2, 9)
-    assert (seen[1].latent_height, seen[1].latent_width) == (8, 14)  # 5×9 (20/4, 36/4) scaled to 8 on the short side
+    assert (seen[1].latent_height, seen[1].latent_width) == (12, 22)  # 5×9 (20/4, 36/4) scaled to 12 on the short side
     for folder in ("a", "b"):
         with Image.open(tmp_path / folder / "3_0000.png") as im:
             assert im.size == (36, 20)

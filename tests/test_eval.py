@@ -95,7 +95,7 @@ def test_cli_fast_writes_report_and_grids(tmp_path):
         assert 0 <= r["accuracy"] <= 1 and len(r["per_class_accuracy"]) == 10
         with Image.open(out / r["grid"]) as grid:  # 10 rows (digits) of 2 samples, 2 px gaps
             assert grid.size == (2 * (r["width"] + 2) + 2, 10 * (r["height"] + 2) + 2)
-    assert r["latent"] == [8, 13]  # 6×10 scaled to 8 on the shorter side
+    assert r["latent"] == [12, 20]  # 6×10 scaled to 12 on the shorter side
     ae = report["autoencoder"]
     assert set(ae["reconstruction"]) == {"16", "32", "64"}
     for r in ae["reconstruction"].values():
@@ -103,7 +103,7 @@ def test_cli_fast_writes_report_and_grids(tmp_path):
     assert set(ae["resample_16_to_32"]) == {"latent", "autoencoder", "bicubic"}
     assert ae["resample_16_to_32"]["latent"] == [8, 8]
     md = (out / "report.md").read_text()
-    assert "| 16×16 | 8×8 |" in md and "| 24×40 | 8×13 |" in md and "| bicubic |" in md
+    assert "| 16×16 | 12×12 |" in md and "| 24×40 | 12×20 |" in md and "| bicubic |" in md
     assert "| FD of reconstructions |" in md
     assert "fixture" in md  # the data source is stated
 
