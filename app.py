@@ -103,7 +103,7 @@ def parse_bool(name: str, value) -> bool:
 
 
 def auto_latent_size(pipe: Pipeline, height: int, width: int) -> tuple[int, int]:
-    """The pipeline's default latent size (output / reduction, at least 12 on the shorter side), shrunk to
+    """The pipeline's default latent size (output / reduction, at least MIN_LATENT_SIDE on the shorter side), shrunk to
     AUTO_LATENT_SIDE on the longer side.
 
     Diffusion cost grows with the square of the latent tokens while the output size is free, so a large

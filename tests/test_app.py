@@ -16,9 +16,10 @@ from app_server import REPO, shared_app
 from riid.memory import check_memory, estimate_peak_bytes, memory_budget_bytes
 from riid.pipeline import DEFAULT_CFG, DEFAULT_CFG_FROM, DEFAULT_SPACING, MIN_LATENT_SIDE
 
+# the CLI's defaults, for the CLI comparison
 DEFAULTS = dict(digit="3", height=32, width=32, auto_latent=True, latent_h=MIN_LATENT_SIDE, latent_w=MIN_LATENT_SIDE,
                 guidance=DEFAULT_CFG, guidance_from=DEFAULT_CFG_FROM, steps=8, sampler="dpmpp", spacing=DEFAULT_SPACING,
-                eta=0.0, seed=0, n_images=1, show_trajectory=False, show_latents=False)  # the CLI's defaults, for the CLI comparison
+                eta=0.0, seed=0, n_images=1, show_trajectory=False, show_latents=False)
 RESAMPLE = dict(upload=None, sketch=None, frame=True, auto_latent=True, latent_h=8, latent_w=8, height=40, width=24)
 
 
