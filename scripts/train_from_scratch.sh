@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline from nothing to shippable weights, sized to 2 hours of wall time on a 2-core CPU:
-#   1. the autoencoder, on both cores (~33 min);
-#   2. side by side, one core each (~82 min): the decoder fine-tune (encoder frozen, so the latents do
+#   1. the autoencoder, on both cores (~30 min);
+#   2. side by side, one core each (~80 min): the decoder fine-tune (encoder frozen, so the latents do
 #      not move) and the diffuser, trained on the frozen encoder's latents.
 # Usage: scripts/train_from_scratch.sh [OUT [OPTION...]]
 #   OUT defaults to runs/scratch; OUT/pipeline.log gets the wall times, OUT/weights the pipeline folder.
@@ -22,11 +22,11 @@ stamp "start"
 riid train-autoencoder --out "$out/ae" --steps 1800 --batch-size 64 --warmup 150 --preview-every 300 --threads 2 \
     --data-root "$data" "$@"
 stamp "autoencoder done"
-riid train-autoencoder --out "$out/ae_ft" --init "$out/ae/autoencoder" --decoder-only --steps 4400 \
+riid train-autoencoder --out "$out/ae_ft" --init "$out/ae/autoencoder" --decoder-only --steps 3400 \
     --batch-size 64 --lr 5e-4 --warmup 100 --preview-every 500 --threads 1 --data-root "$data" "$@" \
     > "$out/ae_ft.log" 2>&1 &
 decoder=$!
-riid train-diffuser --out "$out/r2id" --autoencoder "$out/ae/autoencoder" --steps 3500 --batch-size 128 \
+riid train-diffuser --out "$out/r2id" --autoencoder "$out/ae/autoencoder" --steps 2600 --batch-size 128 \
     --lr 8e-4 --warmup 200 --preview-every 500 --threads 1 --data-root "$data" "$@" > "$out/r2id.log" 2>&1 &
 diffuser=$!
 wait $decoder || { echo "decoder fine-tune failed, see $out/ae_ft.log" >&2; kill $diffuser; exit 1; }
