@@ -62,7 +62,7 @@ class Pipeline:
         """The latent to diffuse for an output: the autoencoder's (output / reduction), scaled up with its
         aspect kept until the shorter side is MIN_LATENT_SIDE (if the longer one stays within MAX_LATENT_SIDE).
 
-        The decoder reads any latent out at any size, so a 16 px digit is diffused on the same 8×8 grid as a
+        The decoder reads any latent out at any size, so a 16 px digit is diffused on the same 12×12 grid as a
         32 px one; on its own 4×4 latent it holds too little of the digit (figures in the README).
         """
         lh, lw = self.autoencoder.default_latent_size(*check_size("output size", (height, width), MAX_IMAGE_SIDE))
