@@ -6,7 +6,7 @@
 # Usage: scripts/train_from_scratch.sh [OUT [OPTION...]]
 #   OUT defaults to runs/scratch; OUT/pipeline.log gets the wall times, OUT/weights the pipeline folder.
 #   Each OPTION is appended to every training command, so it wins over the script's own, e.g. a smoke test:
-#   RIID_DATA=fixture scripts/train_from_scratch.sh /tmp/smoke --preset tiny --limit 32 --steps 2 --batch-size 4
+#   RIID_DATA=fixture scripts/train_from_scratch.sh /tmp/smoke --preset tiny --limit 32 --steps 2 --batch-size 4 --warmup 1
 #   RIID_DATA is the MNIST root (default data; 'fixture' is the 1,000 test digits shipped in the package).
 set -euo pipefail
 out=${1:-runs/scratch}
