@@ -19,15 +19,15 @@ from torch import nn
 SCORE_BUDGET = 256 * 2**20  # bytes of [queries, keys] matrices a biased attention may hold at once
 
 
-def bias_matrices(heads: int) -> int:
+def score_matrices(heads: int) -> int:
     """[B, n, Nk]-sized float matrices alive in a biased attention: the distances (cdist, its square),
-    the bias per head, and the maths path's scores and softmax per head."""
+    the bias per head, and the maths path's scores and softmax per head (riid.cost counts with it)."""
     return 4 + 3 * heads
 
 
 def query_chunk(batch: int, heads: int, keys: int, element_size: int = 4) -> int:
     """Most queries a biased attention takes at once so its matrices stay under ``SCORE_BUDGET``."""
-    return max(1, SCORE_BUDGET // (bias_matrices(heads) * batch * max(1, keys) * element_size))
+    return max(1, SCORE_BUDGET // (score_matrices(heads) * batch * max(1, keys) * element_size))
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,

@@ -14,7 +14,9 @@ from torch import nn
 
 from .attention import Attention, FeedForward, TokenEmbedding, random_subset
 from .coords import COORD_CHANNELS, dual_coords, fourier_features
-from .validate import MAX_IMAGE_SIDE, MAX_LATENT_SIDE, check_fraction, check_int, check_size
+import torch.nn.functional as F
+
+from .validate import LIMITS, check_fraction, check_int, check_size, check_tensor
 
 
 @dataclass
@@ -27,7 +29,7 @@ class RIAEConfig:
     decoder_blocks: int = 2  # self-attention blocks over latent tokens before pixels read them
     pixel_layers: int = 3  # rounds of (pixel → latent cross-attention, per-pixel MLP)
     mlp_ratio: int = 2
-    reduction: int = 4  # default latent side = image side / reduction
+    reduction: int = 4  # the latent side in training is about image side / reduction (see riid.tasks)
     encode_fraction: float = 0.5  # share of an image's pixels its latent queries see in training
     decode_fraction: float = 0.75  # share of a latent's tokens its pixel queries see in training
     latent_noise: float = 0.05  # Gaussian noise on the latent in training: a decoder robust to diffusion error
@@ -59,6 +61,17 @@ class Block(nn.Module):
         return x + self.ff(self.norm_ff(x))
 
 
+def fitted_size(latent_size, output_size) -> tuple[int, int]:
+    """The part of an output a latent fills unstretched: the whole output where their aspect ratios agree to
+    within one latent cell (a rounded latent), else the largest box of the latent's aspect inside it."""
+    (lh, lw), (height, width) = latent_size, output_size
+    scale = min(height / lh, width / lw)
+    inner_h, inner_w = max(1, round(lh * scale)), max(1, round(lw * scale))
+    if height - inner_h <= height / lh and width - inner_w <= width / lw:
+        return height, width
+    return inner_h, inner_w
+
+
 class RIAE(nn.Module):
     def __init__(self, config: RIAEConfig):
         super().__init__()
@@ -80,32 +93,30 @@ class RIAE(nn.Module):
                                           for _ in range(c.pixel_layers))
         self.to_pixels = nn.Sequential(nn.LayerNorm(c.dim), nn.Linear(c.dim, c.channels))
 
-    def default_latent_size(self, height: int, width: int) -> tuple[int, int]:
-        r = self.config.reduction
-        return max(1, round(height / r)), max(1, round(width / r))
-
-    def _check_grid(self, name: str, x: torch.Tensor, channels: int, high: int):
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != channels:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{name} must be a tensor [batch, {channels}, height, width], got {shape}")
+    def _check_grid(self, name: str, x: torch.Tensor, channels: int, high: int) -> torch.Tensor:
+        x = check_tensor(name, x, self.to_latent.weight.dtype)
+        if x.ndim != 4 or x.shape[1] != channels:
+            raise ValueError(f"{name} must be a tensor [batch, {channels}, height, width], got {tuple(x.shape)}")
         check_size(f"{name} size", tuple(x.shape[-2:]), high)
         if x.shape[0] < 1:
             raise ValueError(f"{name} batch must hold at least one item")
+        return x
 
     def encoder_modules(self) -> list[nn.Module]:
         """The modules that make the latent; freezing them keeps a trained diffuser's latent space valid."""
         return [self.pixel_in, self.latent_query, self.encode_cross, self.encode_blocks, self.to_latent]
 
-    def encode(self, image: torch.Tensor, latent_size=None, fraction: float = 1.0,
+    def encode(self, image: torch.Tensor, latent_size, fraction: float = 1.0,
                jitter: bool | None = None) -> torch.Tensor:
-        """image [B, C, H, W] in [-1, 1] → latent [B, Cl, h, w], for any (h, w).
+        """image [B, C, H, W] in [-1, 1] → latent [B, Cl, h, w], for any (h, w) (riid.pipeline.default_latent_size
+        gives the one a digit is diffused on).
 
         ``fraction`` < 1 lets each latent query see a random share of the pixels (training);
         ``jitter`` (default: in training mode) perturbs the coordinates.
         """
-        self._check_grid("image", image, self.config.channels, MAX_IMAGE_SIDE)
+        image = self._check_grid("image", image, self.config.channels, LIMITS.side)
         b, _, height, width = image.shape
-        h, w = check_size("latent_size", latent_size or self.default_latent_size(height, width), MAX_LATENT_SIDE)
+        h, w = check_size("latent_size", latent_size, LIMITS.latent_side)
         fraction = check_fraction("fraction", fraction)
         jitter = self.training if jitter is None else jitter
         colours = rearrange(image, "b c h w -> b (h w) c")
@@ -138,7 +149,8 @@ class RIAE(nn.Module):
     def decode_at(self, latent: torch.Tensor, coords: torch.Tensor, fraction: float = 1.0,
                   chunk: int = 16384) -> torch.Tensor:
         """Values [B, N, C] of the image function at any dual coordinates [B, N, 4] (see riid.coords)."""
-        self._check_grid("latent", latent, self.config.latent_channels, MAX_LATENT_SIDE)
+        latent = self._check_grid("latent", latent, self.config.latent_channels, LIMITS.latent_side)
+        coords = check_tensor("coords", coords, latent.dtype)
         if coords.ndim != 3 or coords.shape[-1] != 4 or coords.shape[0] != latent.shape[0]:
             raise ValueError(f"coords must be [{latent.shape[0]}, points, 4], got {tuple(coords.shape)}")
         fraction = check_fraction("fraction", fraction)
@@ -155,16 +167,21 @@ class RIAE(nn.Module):
 
     def decode(self, latent: torch.Tensor, output_size, fraction: float = 1.0,
                chunk: int = 16384) -> torch.Tensor:
-        """latent [B, Cl, h, w] → image [B, C, H, W] at any (H, W).
+        """latent [B, Cl, h, w] → image [B, C, H, W] at any (H, W), never stretched.
 
-        Output pixels are independent queries, decoded ``chunk`` at a time so that memory
-        stays bounded whatever the output size.
+        An output of the latent's aspect ratio is read out whole. Another aspect ratio gets the latent's
+        content at its own aspect, as large as fits, centred on a background canvas: a square digit
+        decoded at 24×40 is the 24×24 digit with 8 background columns each side. Output pixels are
+        independent queries, decoded ``chunk`` at a time so that memory stays bounded at any size.
         """
-        self._check_grid("latent", latent, self.config.latent_channels, MAX_LATENT_SIDE)
-        height, width = check_size("output_size", output_size, MAX_IMAGE_SIDE)
-        coords = dual_coords(height, width, latent.shape[0], self.training, device=latent.device, dtype=latent.dtype)
-        pixels = self.decode_at(latent, coords, fraction, chunk)
-        return rearrange(pixels, "b (h w) c -> b c h w", h=height, w=width)
+        latent = self._check_grid("latent", latent, self.config.latent_channels, LIMITS.latent_side)
+        height, width = check_size("output_size", output_size, LIMITS.side)
+        inner_h, inner_w = fitted_size(latent.shape[-2:], (height, width))
+        coords = dual_coords(inner_h, inner_w, latent.shape[0], self.training, device=latent.device,
+                             dtype=latent.dtype)
+        pixels = rearrange(self.decode_at(latent, coords, fraction, chunk), "b (h w) c -> b c h w", h=inner_h)
+        top, left = (height - inner_h) // 2, (width - inner_w) // 2
+        return F.pad(pixels, (left, width - inner_w - left, top, height - inner_h - top), value=-1.0)
 
     def forward(self, image: torch.Tensor, latent_size, coords: torch.Tensor,
                 train_encoder: bool = True) -> torch.Tensor:

@@ -11,15 +11,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .autoencoder import RIAE, RIAEConfig
-from .classifier import Classifier, ClassifierConfig
 from .diffuser import R2ID, ConditionerConfig, LabelConditioner, R2IDConfig
 
-MODEL_TYPES = {
+MODEL_TYPES = {  # model_type in config.json → (module class, config dataclass); see register_model
     "riae": (RIAE, RIAEConfig),
     "r2id": (R2ID, R2IDConfig),
     "label_conditioner": (LabelConditioner, ConditionerConfig),
-    "classifier": (Classifier, ClassifierConfig),
 }
+
+
+def register_model(name: str, cls, config_cls) -> None:
+    """Let save_model/load_model handle a model type defined outside the core (e.g. the eval classifier)."""
+    MODEL_TYPES[name] = (cls, config_cls)
 
 
 def _type_name(model: torch.nn.Module) -> str:

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .validate import MAX_IMAGE_SIDE, check_size
+from .checkpoint import register_model
+from .validate import LIMITS, check_size
 
 SIZE = 32  # classifier input side
 DEFAULT_CLASSIFIER = Path(__file__).resolve().parent.parent / "checkpoints" / "classifier"
@@ -61,12 +62,15 @@ class Classifier(nn.Module):
         return self.head(self.dropout(self.features(x)))  # [B, 10] logits
 
 
+register_model("classifier", Classifier, ClassifierConfig)
+
+
 def prepare(images: torch.Tensor) -> torch.Tensor:
     """Images [N, 1, H, W] of any size in [-1, 1] → [N, 1, 32, 32]: pad to a square, then resize."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 1:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a tensor [batch, 1, height, width], got {shape}")
-    h, w = check_size("image size", tuple(images.shape[-2:]), MAX_IMAGE_SIDE)
+    h, w = check_size("image size", tuple(images.shape[-2:]), LIMITS.side)
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2
     x = F.pad(images.float(), (left, side - w - left, top, side - h - top), value=-1.0)  # centred, background −1

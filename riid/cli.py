@@ -6,9 +6,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from . import memory
 from . import pipeline as P
-from .validate import MAX_BATCH, check_int
+from .validate import LIMITS, check_int
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,30 +28,28 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="riid", description="Resolution-invariant MNIST diffusion.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    d = P.DEFAULTS
     s = sub.add_parser("sample", help="generate digits as PNGs",
-                       description="Generate N PNGs of one digit at any size. Defaults (quality first, then "
-                                   f"speed): --sampler {P.DEFAULT_SAMPLER} --steps {P.DEFAULT_STEPS} "
-                                   f"--spacing {P.DEFAULT_SPACING} --cfg {P.DEFAULT_CFG} "
-                                   f"--cfg-from {P.DEFAULT_CFG_FROM} --eta {P.DEFAULT_ETA}.")
-    s.add_argument("--checkpoint", type=Path, default=P.DEFAULT_CHECKPOINT,
-                   help="checkpoint folder (default: the shipped checkpoints/)")
+                       description="Generate N PNGs of one digit at any size and aspect ratio.")
+    s.add_argument("--checkpoint", type=Path, default=None,
+                   help=f"checkpoint folder (default: ${P.CHECKPOINT_ENV}, else the shipped weights)")
     s.add_argument("--digit", type=_integer, required=True, help="digit to draw, 0-9")
     s.add_argument("--n", type=_integer, default=1, help="number of images (default 1)")
     s.add_argument("--height", type=_integer, required=True, help="output height in pixels")
     s.add_argument("--width", type=_integer, required=True, help="output width in pixels")
-    s.add_argument("--latent-height", type=_integer, help="latent height (default: height / reduction, rounded)")
-    s.add_argument("--latent-width", type=_integer, help="latent width (default: width / reduction, rounded)")
-    s.add_argument("--steps", type=_integer, default=P.DEFAULT_STEPS, help=f"sampler steps (default {P.DEFAULT_STEPS})")
-    s.add_argument("--cfg", type=float, default=P.DEFAULT_CFG, help=f"guidance scale (default {P.DEFAULT_CFG})")
-    s.add_argument("--cfg-from", type=float, default=P.DEFAULT_CFG_FROM,
-                   help=f"{P.CFG_FROM_HELP} (default {P.DEFAULT_CFG_FROM})")
-    s.add_argument("--eta", type=float, default=P.DEFAULT_ETA, help=f"DDIM eta (default {P.DEFAULT_ETA})")
-    s.add_argument("--sampler", default=P.DEFAULT_SAMPLER, help=f"ddim or dpmpp (default {P.DEFAULT_SAMPLER})")
-    s.add_argument("--spacing", default=P.DEFAULT_SPACING,
-                   help=f"{P.SPACING_HELP} (default {P.DEFAULT_SPACING})")
-    s.add_argument("--seed", type=_integer, default=0, help="random seed (default 0)")
-    s.add_argument("--clouds", type=_integer, default=1,
-                   help="diffuser attention groups: >1 is faster on large latents, rougher (default 1)")
+    s.add_argument("--latent-height", type=_integer,
+                   help=f"latent height (default: {P.LATENT_SHORT_SIDE} on the shorter side, the output's aspect)")
+    s.add_argument("--latent-width", type=_integer, help="latent width (default: see --latent-height)")
+    s.add_argument("--steps", type=_integer, default=d.steps, help=f"sampler steps (default {d.steps})")
+    s.add_argument("--cfg", type=float, default=d.cfg, help=f"guidance scale (default {d.cfg})")
+    s.add_argument("--cfg-from", type=float, default=d.cfg_from,
+                   help=f"guide only steps at log-SNR >= this; noisier ones use the label alone (default {d.cfg_from})")
+    s.add_argument("--eta", type=float, default=d.eta, help=f"DDIM eta (default {d.eta})")
+    s.add_argument("--sampler", default=d.sampler, help=f"ddim or dpmpp (default {d.sampler})")
+    s.add_argument("--spacing", default=d.spacing, help=f"steps even in time or in log-SNR (default {d.spacing})")
+    s.add_argument("--seed", type=_integer, default=d.seed, help=f"random seed (default {d.seed})")
+    s.add_argument("--clouds", type=_integer, default=d.clouds,
+                   help=f"diffuser attention groups: >1 is faster on large latents, rougher (default {d.clouds})")
     s.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     s.add_argument("--grid", type=Path, help="also write all images as one grid PNG here")
 
@@ -92,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     add_eval_arguments(e)
 
     b = sub.add_parser("bench", help="speed and memory benchmark")
-    b.add_argument("--checkpoint", type=Path, default=P.DEFAULT_CHECKPOINT)
+    b.add_argument("--checkpoint", type=Path, default=None)
     b.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests")
     b.add_argument("--out", type=Path, default=Path("results/bench"), help="folder for bench.md and bench.json")
     b.add_argument("--threads", type=_integer, help="torch CPU threads (default: torch's default)")
@@ -104,20 +101,24 @@ def _sample(args) -> None:
 
     from .images import save_grid, save_png, to_uint8
 
+    from . import cost
+
     digit = check_int("--digit", args.digit, 0, 9)
-    n = check_int("--n", args.n, 1, MAX_BATCH)
+    n = check_int("--n", args.n, 1, LIMITS.images)
     if (args.latent_height is None) != (args.latent_width is None):
         raise ValueError("give both --latent-height and --latent-width, or neither")
     latent = None if args.latent_height is None else (args.latent_height, args.latent_width)
     pipe = P.load_pipeline(args.checkpoint)
-    pipe.use_clouds(args.clouds)
-    s = pipe.settings(args.height, args.width, latent, args.steps, args.cfg, args.eta, args.sampler, args.seed,
-                      args.spacing, args.cfg_from)
-    memory.check_memory(pipe, n, s.height, s.width, s.latent_height, s.latent_width)
-    bar = tqdm(total=s.steps, desc="sampling")
-    latents = pipe.sample_latents([digit] * n, s, callback=lambda i, x, x0: bar.update(1))
+    s = pipe.settings(args.height, args.width, latent_size=latent, steps=args.steps, cfg=args.cfg,
+                      cfg_from=args.cfg_from, eta=args.eta, sampler=args.sampler, spacing=args.spacing,
+                      clouds=args.clouds, seed=args.seed)
+    batches = pipe.batch_sizes(n, s)
+    seconds = cost.check_time(pipe, n, s)
+    if seconds > 30:
+        print(f"estimated time: about {seconds:.0f} s", file=sys.stderr)
+    bar = tqdm(total=s.steps * len(batches), desc="sampling")
+    images = pipe.generate([digit] * n, s, callback=lambda i, x, x0: bar.update(1))
     bar.close()
-    images = pipe.decode(latents, s.height, s.width)
     args.out.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(to_uint8(images)):
         save_png(img, args.out / f"{digit}_{i:04d}.png")

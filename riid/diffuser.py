@@ -14,7 +14,7 @@ from torch import nn
 
 from .attention import Attention, FeedForward, TokenEmbedding
 from .coords import COORD_CHANNELS, dual_coords, fourier_features
-from .validate import MAX_LATENT_SIDE, check_int, check_size
+from .validate import LIMITS, check_int, check_size
 
 
 @dataclass
@@ -143,14 +143,14 @@ class R2ID(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.config.latent_channels:
             raise ValueError(f"x must be [batch, {self.config.latent_channels}, h, w], got {tuple(x.shape)}")
         b, _, h, w = x.shape
-        check_size("latent size", (h, w), MAX_LATENT_SIDE)
+        check_size("latent size", (h, w), LIMITS.latent_side)
         if not conds:
             raise ValueError("conds must hold at least one condition")
         for cond in conds:
             if cond.ndim != 3 or cond.shape[0] != b or cond.shape[2] != self.config.cond_dim:
                 raise ValueError(f"each condition must be [{b}, tokens, {self.config.cond_dim}], "
                                  f"got {tuple(cond.shape)}")
-        clouds = check_int("num_clouds", num_clouds or self.config.num_clouds, 1, MAX_LATENT_SIDE ** 2)
+        clouds = check_int("num_clouds", num_clouds or self.config.num_clouds, 1, h * w)
         pos = dual_coords(h, w, b, self.training, device=x.device, dtype=x.dtype)
         xy = pos[..., :2]
         tokens = self.tokens_in(rearrange(x, "b c h w -> b (h w) c"), fourier_features(pos))  # [B, N, D]

@@ -22,7 +22,7 @@ from . import pipeline as P
 from .classifier import DEFAULT_CLASSIFIER, Classifier, classify
 from .data import canvas
 from .images import resize, save_grid
-from .validate import MAX_BATCH, MAX_IMAGE_SIDE, check_int, check_size
+from .validate import LIMITS, check_int, check_size
 
 DEFAULT_SIZES = "16,24,32,48,64,128,24x40,40x24,32x48,48x32"
 FAST_SIZES = "16,32,24x40"
@@ -48,7 +48,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
             h, w = (int(v) for v in part.split("x")) if "x" in part else (int(part), int(part))
         except ValueError:
             raise ValueError(f"sizes must be a comma-separated list like 16,32,24x40; got {part!r}") from None
-        sizes.append(check_size(f"size {part}", (h, w), MAX_IMAGE_SIDE))
+        sizes.append(check_size(f"size {part}", (h, w), LIMITS.side))
     if not sizes:
         raise ValueError("sizes must name at least one size, like 16,32,24x40")
     return sizes
@@ -160,8 +160,8 @@ def decode_bounded(pipeline, latents: torch.Tensor, height: int, width: int) -> 
 
 @torch.no_grad()
 def generate_and_score(pipeline, classifier: Classifier, height: int, width: int, n_per_class: int,
-                       steps, cfg, sampler, eta, seed: int, batch: int, bar=None, spacing=P.DEFAULT_SPACING,
-                       cfg_from=P.DEFAULT_CFG_FROM) -> dict:
+                       steps, cfg, sampler, eta, seed: int, batch: int, bar=None, spacing=P.DEFAULTS.spacing,
+                       cfg_from=P.DEFAULTS.cfg_from) -> dict:
     """Generate n per class at height×width in bounded batches; keep only labels, features and a few for the grid."""
     digits = torch.arange(10).repeat_interleave(n_per_class)
     s = pipeline.settings(height, width, None, steps, cfg, eta, sampler, seed, spacing, cfg_from)
@@ -220,10 +220,10 @@ def autoencoder_figures(autoencoder, classifier: Classifier, images: torch.Tenso
     return {"n": len(images), "reconstruction": recon, "resample_16_to_32": {"latent": list(latent), **resample}}
 
 
-def evaluate(pipeline, classifier: Classifier, sizes, n_per_class: int = DEFAULT_N, steps=P.DEFAULT_STEPS,
-             cfg=P.DEFAULT_CFG, sampler=P.DEFAULT_SAMPLER, eta=P.DEFAULT_ETA, seed: int = 0, out_dir="results/eval",
+def evaluate(pipeline, classifier: Classifier, sizes, n_per_class: int = DEFAULT_N, steps=P.DEFAULTS.steps,
+             cfg=P.DEFAULTS.cfg, sampler=P.DEFAULTS.sampler, eta=P.DEFAULTS.eta, seed: int = 0, out_dir="results/eval",
              real_images: torch.Tensor = None, real_labels: torch.Tensor = None, progress: bool = True,
-             batch: int = 100, notes=(), spacing=P.DEFAULT_SPACING, cfg_from=P.DEFAULT_CFG_FROM) -> dict:
+             batch: int = 100, notes=(), spacing=P.DEFAULTS.spacing, cfg_from=P.DEFAULTS.cfg_from) -> dict:
     """Write report.md, report.json and grid_<H>x<W>.png into ``out_dir``; return the report as a dict.
 
     ``real_images`` [N, 1, 32, 32] / ``real_labels`` [N] are test digits: two disjoint class-balanced
@@ -231,12 +231,12 @@ def evaluate(pipeline, classifier: Classifier, sizes, n_per_class: int = DEFAULT
     """
     from tqdm.auto import tqdm
 
-    sizes = [check_size("size", s, MAX_IMAGE_SIDE) for s in sizes]
+    sizes = [check_size("size", s, LIMITS.side) for s in sizes]
     if not sizes:
         raise ValueError("sizes must name at least one size")
     n_per_class = check_int("n per class", n_per_class, 1, 100_000)
-    batch = check_int("batch", batch, 1, MAX_BATCH)
-    seed = check_int("seed", seed, 0, P.MAX_SEED)
+    batch = check_int("batch", batch, 1, LIMITS.images)
+    seed = check_int("seed", seed, 0, LIMITS.seed)
     pipeline.settings(32, 32, None, steps, cfg, eta, sampler, seed, spacing, cfg_from)  # fail before any work
     if real_images is None or real_labels is None or len(real_images) != len(real_labels):
         raise ValueError("real_images and real_labels (test digits, one label each) are required")
@@ -325,21 +325,21 @@ def markdown(report: dict) -> str:
 def add_eval_arguments(parser) -> None:
     parser.description = ("Resolution-invariance report: accuracy, Fréchet distance and sampling time per size, "
                           "and autoencoder reconstruction/resampling figures, written to --out.")
-    parser.add_argument("--checkpoint", type=Path, default=P.DEFAULT_CHECKPOINT,
+    parser.add_argument("--checkpoint", type=Path, default=None,
                         help="pipeline folder (default: the shipped checkpoints/)")
     parser.add_argument("--classifier", type=Path, default=DEFAULT_CLASSIFIER,
                         help="classifier folder (default: checkpoints/classifier)")
     parser.add_argument("--sizes", help=f"comma-separated sizes, a side or HxW (default {DEFAULT_SIZES}; "
                                         f"--fast: {FAST_SIZES})")
     parser.add_argument("--n", type=int, help=f"digits per class and size (default {DEFAULT_N}; --fast: {FAST_N})")
-    parser.add_argument("--steps", type=int, default=P.DEFAULT_STEPS, help=f"default {P.DEFAULT_STEPS}")
-    parser.add_argument("--cfg", type=float, default=P.DEFAULT_CFG, help=f"default {P.DEFAULT_CFG}")
-    parser.add_argument("--cfg-from", type=float, default=P.DEFAULT_CFG_FROM,
-                        help=f"{P.CFG_FROM_HELP} (default {P.DEFAULT_CFG_FROM})")
-    parser.add_argument("--sampler", default=P.DEFAULT_SAMPLER, help=f"ddim or dpmpp (default {P.DEFAULT_SAMPLER})")
-    parser.add_argument("--eta", type=float, default=P.DEFAULT_ETA, help=f"default {P.DEFAULT_ETA}")
-    parser.add_argument("--spacing", default=P.DEFAULT_SPACING,
-                        help=f"{P.SPACING_HELP} (default {P.DEFAULT_SPACING})")
+    parser.add_argument("--steps", type=int, default=P.DEFAULTS.steps, help=f"default {P.DEFAULTS.steps}")
+    parser.add_argument("--cfg", type=float, default=P.DEFAULTS.cfg, help=f"default {P.DEFAULTS.cfg}")
+    parser.add_argument("--cfg-from", type=float, default=P.DEFAULTS.cfg_from,
+                        help=f"guidance start (log-SNR) (default {P.DEFAULTS.cfg_from})")
+    parser.add_argument("--sampler", default=P.DEFAULTS.sampler, help=f"ddim or dpmpp (default {P.DEFAULTS.sampler})")
+    parser.add_argument("--eta", type=float, default=P.DEFAULTS.eta, help=f"default {P.DEFAULTS.eta}")
+    parser.add_argument("--spacing", default=P.DEFAULTS.spacing,
+                        help=f"step spacing (default {P.DEFAULTS.spacing})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clouds", type=int, default=1, help="diffuser attention groups (default 1: full attention)")
     parser.add_argument("--batch", type=int, default=100,

@@ -1,125 +1,157 @@
 """Autoencoder + diffuser + conditioner: digits in, images out, at any size."""
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from . import cost
 from .autoencoder import RIAE
 from .checkpoint import load_model, save_model
 from .diffuser import R2ID, LabelConditioner
-from .samplers import SAMPLERS, sample_ddim, sample_dpmpp_2m
+from .samplers import SAMPLERS
 from .schedule import check_spacing, log_snr, sampling_alpha_bars
-from .validate import (MAX_BATCH, MAX_CFG, MAX_CFG_FROM, MAX_ETA, MAX_IMAGE_SIDE, MAX_LATENT_SIDE, MAX_STEPS,
-                       check_float, check_int, check_size)
+from .validate import LIMITS, Limits, check_float, check_int, check_size
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints"
-DEFAULT_SAMPLER = "dpmpp"
-DEFAULT_STEPS = 20
-DEFAULT_CFG = 2.25  # with the 12×12 latent of a 32 px digit; 3 gives surer but less varied digits (README)
-DEFAULT_ETA = 0.0
-DEFAULT_SPACING = "logsnr"  # sharper than DDIM at 100 steps (README); even time steps leave a blurrier last jump
-SPACING_HELP = "sampler steps even in time, even in log-SNR (logsnr), or halfway between the two in log-SNR (blend)"
-DEFAULT_CFG_FROM = -2.3  # no guidance on the noisiest steps (6 of 20): more varied, realistic digits (README)
-CFG_FROM_HELP = ("guide only the steps at log-SNR >= this; the noisier ones use the label alone "
-                 "(-5 or less: guide every step)")
-MAX_SEED = 2**63 - 1
-MIN_LATENT_SIDE = 12  # a 32 px digit is diffused at 1.5× the autoencoder's density: sharper, surer digits (README)
+CHECKPOINT_ENV = "RIID_CHECKPOINTS"
+LATENT_SHORT_SIDE = 12  # latent tokens across a digit's shorter side, whatever the output resolution (README)
 
 
-@dataclass
-class SamplingSettings:
-    """Validated settings of one generation request."""
-    height: int
-    width: int
-    latent_height: int
-    latent_width: int
-    steps: int = DEFAULT_STEPS
-    cfg: float = DEFAULT_CFG
-    eta: float = DEFAULT_ETA
-    sampler: str = DEFAULT_SAMPLER
+def default_checkpoint() -> Path:
+    """$RIID_CHECKPOINTS, else the weights installed with the package, else the repository's checkpoints/."""
+    if os.environ.get(CHECKPOINT_ENV):
+        return Path(os.environ[CHECKPOINT_ENV])
+    installed = Path(__file__).resolve().parent / "checkpoints"
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """One generation request, checked by :meth:`Pipeline.settings`; change it with ``dataclasses.replace``."""
+    height: int = 32
+    width: int = 32
+    latent_height: int = LATENT_SHORT_SIDE
+    latent_width: int = LATENT_SHORT_SIDE
+    steps: int = 20
+    cfg: float = 2.25  # 3 gives surer but less varied digits
+    cfg_from: float = -2.3  # guide only steps at log-SNR >= this; the noisiest use the label alone (more varied)
+    sampler: str = "dpmpp"
+    spacing: str = "logsnr"  # steps even in log-SNR: a sharper last step than even time steps
+    eta: float = 0.0  # DDIM only: 0 deterministic, 1 DDPM-like
+    clouds: int = 1  # random token groups in the diffuser's self-attention (1 = full attention)
     seed: int = 0
-    spacing: str = DEFAULT_SPACING
-    cfg_from: float = DEFAULT_CFG_FROM
+
+
+DEFAULTS = Settings()
+
+
+def image_seed(seed: int, index: int) -> int:
+    """The seed of the index-th image of a request: images do not depend on how a request is batched."""
+    return (seed * 1_000_003 + index) % 2**63
+
+
+def default_latent_size(height: int, width: int, limits: Limits = LIMITS) -> tuple[int, int]:
+    """The latent a height×width output is diffused on: LATENT_SHORT_SIDE tokens across the shorter side and
+    the output's aspect ratio, at every resolution (the decoder reads it out at any size), shrunk with its
+    aspect kept where the longer side would pass ``limits.latent_side``."""
+    height, width = check_size("output size", (height, width), limits.side)
+    scale = min(LATENT_SHORT_SIDE / min(height, width), limits.latent_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 class Pipeline:
     def __init__(self, autoencoder: RIAE, diffuser: R2ID, conditioner: LabelConditioner):
+        if diffuser.config.latent_channels != autoencoder.config.latent_channels:
+            raise ValueError(f"the diffuser makes {diffuser.config.latent_channels} latent channels, the "
+                             f"autoencoder reads {autoencoder.config.latent_channels}")
         self.autoencoder = autoencoder.eval()
         self.diffuser = diffuser.eval()
         self.conditioner = conditioner.eval()
 
-    def use_clouds(self, num_clouds: int) -> None:
-        """Split the diffuser's self-attention into ``num_clouds`` random token groups (1 = full attention).
+    def settings(self, height=DEFAULTS.height, width=DEFAULTS.width, *, latent_size=None,
+                 limits: Limits = LIMITS, **changes) -> Settings:
+        """A checked request: any Settings field by keyword; a bad value raises ValueError naming its range."""
+        allowed = {f.name for f in dataclasses.fields(Settings)} - {"height", "width", "latent_height", "latent_width"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        s = dataclasses.replace(DEFAULTS, **changes)
+        height, width = check_size("output size", (height, width), limits.side)
+        if latent_size is None or tuple(latent_size) == (None, None):
+            latent_size = default_latent_size(height, width, limits)
+        lh, lw = check_size("latent size", latent_size, limits.latent_side)
+        if s.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {s.sampler!r}")
+        return Settings(height=height, width=width, latent_height=lh, latent_width=lw,
+                        steps=check_int("steps", s.steps, 1, limits.steps),
+                        cfg=check_float("cfg", s.cfg, 0.0, limits.cfg),
+                        cfg_from=check_float("cfg_from", s.cfg_from, -limits.cfg_from, limits.cfg_from),
+                        sampler=s.sampler, spacing=check_spacing(s.spacing),
+                        eta=check_float("eta", s.eta, 0.0, limits.eta),
+                        clouds=check_int("clouds", s.clouds, 1, lh * lw),
+                        seed=check_int("seed", s.seed, 0, limits.seed))
 
-        Faster on large latents; the shipped diffuser was trained with full attention, so it costs
-        quality (figures in the README).
-        """
-        self.diffuser.config.num_clouds = check_int("num_clouds", num_clouds, 1, MAX_LATENT_SIDE ** 2)
-
-    def default_latent_size(self, height: int, width: int) -> tuple[int, int]:
-        """The latent to diffuse for an output: the autoencoder's (output / reduction), scaled up with its
-        aspect kept until the shorter side is MIN_LATENT_SIDE (if the longer one stays within MAX_LATENT_SIDE).
-
-        The decoder reads any latent out at any size, so a 16 px digit is diffused on the same 12×12 grid as a
-        32 px one; on its own 4×4 latent it holds too little of the digit (figures in the README).
-        """
-        lh, lw = self.autoencoder.default_latent_size(*check_size("output size", (height, width), MAX_IMAGE_SIDE))
-        scale = max(1.0, min(MIN_LATENT_SIDE / min(lh, lw), MAX_LATENT_SIDE / max(lh, lw)))
-        return round(lh * scale), round(lw * scale)
-
-    def settings(self, height, width, latent_size=None, steps=DEFAULT_STEPS, cfg=DEFAULT_CFG, eta=DEFAULT_ETA,
-                 sampler=DEFAULT_SAMPLER, seed=0, spacing=DEFAULT_SPACING,
-                 cfg_from=DEFAULT_CFG_FROM) -> SamplingSettings:
-        """Check every argument of a request; a bad one raises ValueError naming its allowed range."""
-        height, width = check_size("output size", (height, width), MAX_IMAGE_SIDE)
-        if latent_size is None or latent_size == (None, None):
-            latent_size = self.default_latent_size(height, width)
-        lh, lw = check_size("latent size", latent_size, MAX_LATENT_SIDE)
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-        return SamplingSettings(height, width, lh, lw, check_int("steps", steps, 1, MAX_STEPS),
-                                check_float("cfg", cfg, 0.0, MAX_CFG), check_float("eta", eta, 0.0, MAX_ETA),
-                                sampler, check_int("seed", seed, 0, MAX_SEED), check_spacing(spacing),
-                                check_float("cfg_from", cfg_from, -MAX_CFG_FROM, MAX_CFG_FROM))
+    def batch_sizes(self, n: int, s: Settings, budget_gb: float | None = None) -> list[int]:
+        """Split n images into batches whose estimated peak memory fits the budget (see riid.cost)."""
+        per_batch = cost.images_per_batch(self, s, budget_gb)
+        return [min(per_batch, n - start) for start in range(0, n, per_batch)]
 
     @torch.no_grad()
-    def sample_latents(self, digits, s: SamplingSettings, callback=None) -> torch.Tensor:
-        """Diffuse latents [N, Cl, h, w] for a list of digits (0–9)."""
-        if isinstance(digits, torch.Tensor):
-            digits = digits.flatten().tolist()
-        digits = [digits] if isinstance(digits, int) else list(digits)
-        check_int("number of digits", len(digits), 1, MAX_BATCH)
+    def sample_latents(self, digits, s: Settings, callback=None, first_index: int = 0) -> torch.Tensor:
+        """Diffuse latents [N, Cl, h, w] for a list of digits (0–9), in one batch.
+
+        Image i's noise comes from its own seed (:func:`image_seed` of s.seed and first_index + i).
+        """
         digits = torch.tensor([check_int("digit", d, 0, 9) for d in digits], dtype=torch.long)
         cond = self.conditioner(self.conditioner.one_hot(digits))
         null = self.conditioner(self.conditioner.one_hot(torch.full_like(digits, -1)))
-        generator = torch.Generator().manual_seed(s.seed)  # noise, DDIM's eta noise and any attention clouds
+        generators = [torch.Generator().manual_seed(image_seed(s.seed, first_index + i)) for i in range(len(digits))]
+        shape = (self.diffuser.config.latent_channels, s.latent_height, s.latent_width)
+
+        def noise():
+            return torch.stack([torch.randn(shape, generator=g) for g in generators])
 
         def denoiser(x, alpha_bar):
             if float(log_snr(alpha_bar[0].double())) < s.cfg_from:  # a noisy step: the label alone, no guidance
-                return self.diffuser(x, alpha_bar, [cond], generator=generator)[0]
-            eps_cond, eps_null = self.diffuser(x, alpha_bar, [cond, null], generator=generator)
+                return self.diffuser(x, alpha_bar, [cond], s.clouds, generator=generators[0])[0]
+            eps_cond, eps_null = self.diffuser(x, alpha_bar, [cond, null], s.clouds, generator=generators[0])
             return eps_null + s.cfg * (eps_cond - eps_null)
 
-        shape = (len(digits), self.diffuser.config.latent_channels, s.latent_height, s.latent_width)
-        x = torch.randn(shape, generator=generator)
         alpha_bars = sampling_alpha_bars(s.steps, s.spacing)
-        if s.sampler == "ddim":
-            return sample_ddim(denoiser, x, alpha_bars, s.eta, generator, callback)
-        return sample_dpmpp_2m(denoiser, x, alpha_bars, callback)
+        return SAMPLERS[s.sampler](denoiser, noise(), alpha_bars, eta=s.eta, noise=noise, callback=callback)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return self.autoencoder.decode(latents, (height, width)).clamp(-1, 1)
 
     @torch.no_grad()
-    def generate(self, digits, height: int = 32, width: int = 32, latent_size=None, steps=DEFAULT_STEPS,
-                 cfg=DEFAULT_CFG, eta=DEFAULT_ETA, sampler=DEFAULT_SAMPLER, seed=0, callback=None,
-                 spacing=DEFAULT_SPACING, cfg_from=DEFAULT_CFG_FROM) -> torch.Tensor:
-        """Images [N, 1, height, width] in [-1, 1], one per digit in ``digits``."""
-        s = self.settings(height, width, latent_size, steps, cfg, eta, sampler, seed, spacing, cfg_from)
-        return self.decode(self.sample_latents(digits, s, callback), s.height, s.width)
+    def generate(self, digits, settings: Settings | None = None, callback=None, budget_gb: float | None = None,
+                 **request) -> torch.Tensor:
+        """Images [N, 1, height, width] in [-1, 1], one per digit; a checked ``settings`` or, by keyword,
+        what :meth:`settings` takes (height, width, latent_size, steps, cfg, ...).
+
+        Large requests run in batches that fit the memory budget; ``callback(i, x, x0)`` counts sampler
+        steps across all batches (len(batch_sizes) × steps in all).
+        """
+        if isinstance(digits, torch.Tensor):
+            digits = digits.flatten().tolist()
+        digits = [digits] if isinstance(digits, int) and not isinstance(digits, bool) else digits
+        if not isinstance(digits, (list, tuple)):
+            raise ValueError(f"digits must be a digit 0-9 or a list of them, got {type(digits).__name__}")
+        check_int("number of digits", len(digits), 1, LIMITS.images)
+        if settings is not None and request:
+            raise ValueError("give a Settings or keyword settings, not both")
+        s = settings if settings is not None else self.settings(**request)
+        images, start = [], 0
+        for i, size in enumerate(self.batch_sizes(len(digits), s, budget_gb)):
+            step = (lambda j, x, x0, k=i: callback(k * s.steps + j, x, x0)) if callback else None
+            latents = self.sample_latents(digits[start:start + size], s, step, first_index=start)
+            images.append(self.decode(latents, s.height, s.width))
+            start += size
+        return torch.cat(images)
 
     def save(self, folder) -> None:
         folder = Path(folder)
@@ -128,9 +160,11 @@ class Pipeline:
         save_model(self.conditioner, folder / "conditioner")
 
 
-def load_pipeline(folder=DEFAULT_CHECKPOINT, device="cpu") -> Pipeline:
-    """Rebuild autoencoder, diffuser and conditioner from a checkpoint folder."""
-    folder = Path(folder)
+def load_pipeline(folder=None, device="cpu") -> Pipeline:
+    """Rebuild autoencoder, diffuser and conditioner from a checkpoint folder (default: default_checkpoint())."""
+    if folder is not None and not isinstance(folder, (str, os.PathLike)):
+        raise ValueError(f"checkpoint folder must be a path, got {type(folder).__name__}")
+    folder = Path(folder) if folder is not None else default_checkpoint()
     if not folder.is_dir():
         raise ValueError(f"checkpoint folder not found: {folder}")
     return Pipeline(load_model(folder / "autoencoder", "riae", device),

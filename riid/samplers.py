@@ -1,8 +1,11 @@
-"""Samplers: pure functions of a denoiser callable ``denoiser(x, alpha_bar) -> epsilon``.
+"""Samplers: pure functions of a denoiser callable ``denoiser(x, alpha_bar) -> epsilon``, one signature:
 
-Each takes the starting noise x and the alpha_bar values to visit (from noisy to clean,
-see :func:`riid.schedule.sampling_alpha_bars`), and calls ``callback(step, x, x0)``
-after every step with the current sample and its clean-image estimate.
+    sampler(denoiser, x, alpha_bars, *, eta=0.0, noise=None, callback=None) -> x
+
+x is the starting noise, alpha_bars the values to visit from noisy to clean (see
+:func:`riid.schedule.sampling_alpha_bars`), ``noise()`` draws fresh noise shaped like x (stochastic
+samplers only; default torch.randn_like), and ``callback(step, x, x0)`` runs after every step with the
+current sample and its clean-image estimate. ``SAMPLERS`` maps names to them.
 """
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ def _predict_x0(denoiser: Denoiser, x: torch.Tensor, alpha_bar: float) -> tuple[
 
 
 @torch.no_grad()
-def sample_ddim(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tensor, eta: float = 0.0,
-                generator: torch.Generator | None = None, callback: Callback = None) -> torch.Tensor:
+def sample_ddim(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tensor, *, eta: float = 0.0,
+                noise: Callable[[], torch.Tensor] | None = None, callback: Callback = None) -> torch.Tensor:
     """DDIM; eta = 0 is deterministic, eta = 1 matches DDPM's variance, larger adds more fresh noise."""
     ab = alpha_bars.tolist()
     for i in range(len(ab) - 1):
@@ -34,18 +37,18 @@ def sample_ddim(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tensor, e
         sigma = min(sigma, (1 - a_next) ** 0.5)  # eta > 1 cannot take more noise than the step holds
         x = a_next ** 0.5 * x0 + max(0.0, 1 - a_next - sigma ** 2) ** 0.5 * eps  # eta > 1 hits the cap
         if sigma > 0:
-            x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + sigma * (noise() if noise is not None else torch.randn_like(x))
         if callback is not None:
             callback(i, x, x0)
     return x
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tensor,
-                    callback: Callback = None) -> torch.Tensor:
+def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tensor, *, eta: float = 0.0,
+                    noise: Callable[[], torch.Tensor] | None = None, callback: Callback = None) -> torch.Tensor:
     """DPM-Solver++(2M): a second-order multistep solver of the probability-flow ODE in x0 space.
 
-    The last step is first order, which is steadier with few steps.
+    Deterministic (``eta`` and ``noise`` are unused). The last step is first order, steadier with few steps.
     """
     ab = alpha_bars.tolist()
     lam = log_snr(alpha_bars.double()).tolist()  # +inf at the clean end (alpha_bar = 1)
@@ -67,4 +70,4 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tenso
     return x
 
 
-SAMPLERS = ("ddim", "dpmpp")
+SAMPLERS = {"ddim": sample_ddim, "dpmpp": sample_dpmpp_2m}

@@ -13,7 +13,7 @@ def cosine_alpha_bar(t: torch.Tensor) -> torch.Tensor:
     return (torch.cos((t + S) / (1 + S) * math.pi / 2) ** 2).clamp(MIN_ALPHA_BAR, 1.0)
 
 
-SPACINGS = ("time", "logsnr", "blend")
+SPACINGS = ("time", "logsnr")
 
 
 def log_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -32,18 +32,15 @@ def sampling_alpha_bars(steps: int, spacing: str = "time", device=None) -> torch
 
     ``time``: evenly spaced in t, which crowds the steps into the middle (|λ| < 2) and ends with a long
     jump from λ ≈ 2.4 to clean. ``logsnr``: evenly spaced in λ between the same two ends, which moves
-    steps to both ends: sharper digits, but fewer steps where their shape is settled. ``blend``: the
-    mean, in λ, of those two grids. The last value is exactly 1, so the final step returns the clean
+    steps to both ends: sharper digits, but fewer steps where their shape is settled. The last value is exactly 1, so the final step returns the clean
     estimate with no noise left (cosine_alpha_bar(0) is 0.99984).
     """
     check_spacing(spacing)
     t = torch.linspace(1.0, 0.0, steps + 1, device=device, dtype=torch.float64)
     alpha_bars = cosine_alpha_bar(t)
     if spacing != "time":
-        by_time = log_snr(alpha_bars)
-        by_logsnr = torch.linspace(float(by_time[0]), float(by_time[-1]), steps + 1, device=device,
-                                   dtype=torch.float64)
-        lam = by_logsnr if spacing == "logsnr" else (by_time + by_logsnr) / 2
+        ends = log_snr(alpha_bars[[0, -1]])
+        lam = torch.linspace(float(ends[0]), float(ends[1]), steps + 1, device=device, dtype=torch.float64)
         alpha_bars = torch.sigmoid(2 * lam)
     alpha_bars[-1] = 1.0
     return alpha_bars

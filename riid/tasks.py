@@ -19,23 +19,30 @@ from .coords import dual_coords
 from .data import canvas
 from .diffuser import R2ID, LabelConditioner
 from .images import resize, save_grid
-from .pipeline import Pipeline
+from .pipeline import Pipeline, default_latent_size
 from .schedule import add_noise, cosine_alpha_bar
 
-CANVASES = ((32, 32), (24, 40), (40, 24), (32, 48), (48, 32), (24, 24), (40, 40))
-CANVAS_WEIGHTS = (4.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5)
-# latent side = canvas side / reduction × density; the diffuser also sees denser latents (128 px outputs)
+# (height, width) canvases of a 32 px digit, from 1:3 to 3:1
+CANVASES = ((32, 32), (24, 40), (40, 24), (32, 48), (48, 32), (24, 24), (40, 40), (32, 64), (64, 32), (32, 96), (96, 32))
+CANVAS_WEIGHTS = (4.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
+# the autoencoder's latent side = canvas side / reduction × density: it learns to read and write any density
 DENSITIES = (0.5, 0.75, 1.0, 1.5, 2.0)
 DENSITY_WEIGHTS = (1.0, 1.0, 3.0, 1.0, 1.0)
-DIFFUSER_DENSITIES = DENSITIES + (3.0,)
-DIFFUSER_DENSITY_WEIGHTS = DENSITY_WEIGHTS + (0.3,)
 
 
 def draw(choices, weights, generator):
     return choices[torch.multinomial(torch.tensor(weights), 1, generator=generator).item()]
 
 
-def latent_size(height: int, width: int, reduction: int, density: float) -> tuple[int, int]:
+def sample_at(images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """The images' values [B, n, C] at dual coordinates [B, n, 4], read bicubically at the (jittered) point
+    itself: a target taken from the nearest pixel instead teaches the decoder a blur as wide as the jitter."""
+    grid = coords[:, None, :, [3, 2]] * 2  # absolute (x, y) in grid_sample's [-1, 1] cell-edge frame
+    values = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
+    return values[:, :, 0].transpose(1, 2).clamp(-1, 1)
+
+
+def scaled_latent(height: int, width: int, reduction: int, density: float) -> tuple[int, int]:
     return max(1, round(height / reduction * density)), max(1, round(width / reduction * density))
 
 
@@ -45,8 +52,10 @@ class AutoencoderTask:
     name = "autoencoder"
 
     def __init__(self, model: RIAE, images: torch.Tensor, batch_size: int = 64, points: int = 256,
-                 preview_images: torch.Tensor | None = None, decoder_only: bool = False):
+                 preview_images: torch.Tensor | None = None, decoder_only: bool = False,
+                 sharp_targets: bool = True, loss: str = "l1"):
         self.model, self.images, self.batch_size, self.points = model, images, batch_size, points
+        self.sharp_targets, self.loss_name = sharp_targets, loss
         self.decoder_only = decoder_only  # fine-tune the decoder of a trained model; its latents stay as they are
         for module in model.encoder_modules() if decoder_only else []:
             module.requires_grad_(False)
@@ -63,14 +72,20 @@ class AutoencoderTask:
         th, tw = target.shape[-2:]
         coords = dual_coords(th, tw, self.batch_size, jitter=True, generator=generator)
         keep = torch.randperm(th * tw, generator=generator)[:self.points]
-        values = target.flatten(2).transpose(1, 2)[:, keep]  # [B, n, C]
-        lat = latent_size(height, width, self.model.config.reduction,
+        coords = coords[:, keep]
+        if self.sharp_targets:
+            values = sample_at(target, coords)
+        else:
+            values = target.flatten(2).transpose(1, 2)[:, keep]  # [B, n, C]
+        lat = scaled_latent(height, width, self.model.config.reduction,
                           draw(DENSITIES, DENSITY_WEIGHTS, generator))
-        return {"source": source.to(device), "coords": coords[:, keep].to(device), "values": values.to(device),
+        return {"source": source.to(device), "coords": coords.to(device), "values": values.to(device),
                 "latent_size": lat, "size": self.batch_size}
 
     def loss(self, model, batch):
         pred = model(batch["source"], batch["latent_size"], batch["coords"], train_encoder=not self.decoder_only)
+        if self.loss_name == "l1":
+            return F.l1_loss(pred, batch["values"]), {}
         return F.mse_loss(pred, batch["values"]), {}
 
     @torch.no_grad()
@@ -102,7 +117,8 @@ class DiffusionModel(nn.Module):
 
 
 class DiffuserTask:
-    """Noise latents of random canvases and densities (encoded by the frozen autoencoder); predict the noise."""
+    """Noise latents of random canvases (encoded by the frozen autoencoder on the latent the pipeline would
+    diffuse for that canvas); predict the noise."""
 
     name = "diffuser"
     T_BINS = 20
@@ -117,9 +133,7 @@ class DiffuserTask:
 
     def batch(self, generator, device) -> dict:
         height, width = draw(CANVASES, CANVAS_WEIGHTS, generator)
-        lat = latent_size(height, width, self.autoencoder.config.reduction,
-                          draw(DIFFUSER_DENSITIES, DIFFUSER_DENSITY_WEIGHTS, generator))
-        return self.batch_at(height, width, lat, generator, device)
+        return self.batch_at(height, width, default_latent_size(height, width), generator, device)
 
     def batch_at(self, height: int, width: int, lat: tuple[int, int], generator, device) -> dict:
         """A batch on one canvas (height×width base pixels) encoded to one latent size."""
@@ -147,8 +161,8 @@ class DiffuserTask:
 
         pipe = Pipeline(self.autoencoder, ema_model.diffuser, ema_model.conditioner)
         digits = list(range(10))
-        rows = [pipe.generate(digits, 32, 32, steps=20, seed=0),
-                resize(pipe.generate(digits, 24, 40, steps=20, seed=1), 32, 32)]
+        rows = [pipe.generate(digits, height=32, width=32, seed=0),
+                resize(pipe.generate(digits, height=24, width=40, seed=1), 32, 32)]
         save_grid(torch.cat(rows), Path(out_dir) / "samples.png", nrow=10)
         centres = (torch.arange(self.T_BINS) + 0.5) / self.T_BINS
         fig = Figure(figsize=(5, 3), dpi=100)

@@ -3,14 +3,25 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 
-MAX_IMAGE_SIDE = 4096  # output/input pixels per side
-MAX_LATENT_SIDE = 128  # latent tokens per side
-MAX_STEPS = 1000
-MAX_CFG = 50.0
-MAX_ETA = 5.0
-MAX_CFG_FROM = 10.0  # |log-SNR| bound of the guidance start; the schedule spans about ±4.6
-MAX_BATCH = 256
+import torch
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The largest request the library accepts; the app passes a tighter copy (dataclasses.replace)."""
+    side: int = 4096  # image pixels per side, in or out
+    latent_side: int = 128  # latent tokens per side
+    images: int = 256  # images per request
+    steps: int = 1000
+    cfg: float = 50.0
+    eta: float = 5.0
+    cfg_from: float = 10.0  # |log-SNR| bound of the guidance start; the schedule spans about ±4.6
+    seed: int = 2**63 - 1
+
+
+LIMITS = Limits()
 
 
 def check_int(name: str, value, low: int, high: int) -> int:
@@ -51,3 +62,15 @@ def check_fraction(name: str, value) -> float:
     if value == 0:
         raise ValueError(f"{name} must be in (0, 1], got 0")
     return value
+
+
+def check_tensor(name: str, x, dtype: torch.dtype) -> torch.Tensor:
+    """A finite floating-point tensor, converted to ``dtype``; integer, bool and complex tensors are refused."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating-point tensor (images in [-1, 1]), got {x.dtype}")
+    x = x.to(dtype)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return x
