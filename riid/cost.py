@@ -14,6 +14,7 @@ import math
 import os
 
 from .attention import query_chunk, score_matrices
+from .autoencoder import fitted_size, read_size
 
 GIB = 2**30
 DEFAULT_BUDGET_GB = 4.0
@@ -31,6 +32,12 @@ BYTES_PER_OUTPUT_PIXEL = 64
 DECODE_CHUNK = 16384  # RIAE.decode's default query chunk
 
 
+def _read_pixels(height: int, width: int, latent_h: int, latent_w: int) -> int:
+    """Output pixels the decoder actually queries (see RIAE.decode)."""
+    h, w = read_size(fitted_size((latent_h, latent_w), (height, width)))
+    return h * w
+
+
 def _scores(batch: int, heads: int, queries: int, keys: int) -> int:
     """Bytes of the [queries, keys] matrices of one biased attention, chunked as riid.attention chunks it."""
     queries = min(queries, query_chunk(batch, heads, keys))
@@ -45,7 +52,7 @@ def peak_bytes(pipeline, n: int, height: int, width: int, latent_h: int, latent_
     of diffusion with classifier-free guidance (2n rows in the decoder blocks).
     """
     ae, diff = pipeline.autoencoder.config, pipeline.diffuser.config
-    tokens, pixels = latent_h * latent_w, height * width
+    tokens, pixels, read = latent_h * latent_w, height * width, _read_pixels(height, width, latent_h, latent_w)
     if input_size is None:
         group = math.ceil(tokens / max(1, min(clouds, tokens)))  # cloud attention: one group at a time
         make_latents = DIFFUSER_TENSORS * 2 * n * tokens * diff.dim * FLOAT + _scores(2 * n, diff.heads, group, group)
@@ -53,7 +60,7 @@ def peak_bytes(pipeline, n: int, height: int, width: int, latent_h: int, latent_
         in_pixels = input_size[0] * input_size[1]
         make_latents = (ENCODER_TENSORS * ae.dim + 96) * n * in_pixels * FLOAT + _scores(n, ae.heads, tokens, in_pixels)
     latent_blocks = LATENT_TENSORS * n * tokens * ae.dim * FLOAT + _scores(n, ae.heads, tokens, tokens)
-    queries = min(DECODE_CHUNK, pixels)
+    queries = min(DECODE_CHUNK, read)
     decode_chunk = (DECODER_TENSORS * n * queries * ae.dim * FLOAT
                     + 2 * ae.pixel_layers * n * tokens * ae.dim * FLOAT  # keys and values kept for every chunk
                     + _scores(n, ae.heads, queries, tokens))
@@ -64,7 +71,7 @@ def flops(pipeline, n: int, height: int, width: int, latent_h: int, latent_w: in
           input_size: tuple[int, int] | None = None) -> float:
     """Multiply-adds ×2 of a request: diffusion (or encoding), then decoding every output pixel."""
     ae, diff = pipeline.autoencoder.config, pipeline.diffuser.config
-    tokens, pixels = latent_h * latent_w, height * width
+    tokens, pixels = latent_h * latent_w, _read_pixels(height, width, latent_h, latent_w)
 
     def layer(queries, keys, dim, mlp):  # projections, attention over ``keys`` tokens, feed-forward
         return 2 * queries * (4 * dim * dim + 2 * keys * dim + 2 * mlp * dim * dim)
