@@ -34,11 +34,6 @@ class RIAEConfig:
     latent_noise: float = 0.05  # Gaussian noise on the latent in training: a decoder robust to diffusion error
 
 
-# Outputs larger than this per side are read from the image function on a grid of this size (aspect kept) and
-# resized bicubically: the function holds no detail finer than the 32 px digits it learned from, so a direct
-# read-out at 512 px differs from this by ~50 dB PSNR, at a sixteenth of the time (README, "How it works").
-SAMPLED_SIDE = 256
-
 # Initial widths (relative image units; the long side is 1) of the heads' locality bias.
 CROSS_SIGMAS = (0.03, 0.25)  # pixel ↔ latent reads: from about one pixel to a quarter of the image
 SELF_SIGMAS = (0.06, 0.6)  # latent ↔ latent mixing: from neighbours to the whole image
@@ -74,12 +69,6 @@ def fitted_size(latent_size, output_size) -> tuple[int, int]:
     if height - inner_h <= height / lh and width - inner_w <= width / lw:
         return height, width
     return inner_h, inner_w
-
-
-def read_size(size, sampled_side: int | None = SAMPLED_SIDE) -> tuple[int, int]:
-    """The grid the image function is read on for an output of ``size``: itself, or at most sampled_side."""
-    scale = 1.0 if sampled_side is None else min(1.0, sampled_side / max(size))
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 class RIAE(nn.Module):
@@ -175,8 +164,7 @@ class RIAE(nn.Module):
             pieces.append(self.to_pixels(q))  # [B, n, C]
         return torch.cat(pieces, dim=1)
 
-    def decode(self, latent: torch.Tensor, output_size, fraction: float = 1.0, chunk: int = 16384,
-               sampled_side: int | None = SAMPLED_SIDE) -> torch.Tensor:
+    def decode(self, latent: torch.Tensor, output_size, fraction: float = 1.0, chunk: int = 16384) -> torch.Tensor:
         """latent [B, Cl, h, w] → image [B, C, H, W] at any (H, W), never stretched.
 
         An output of the latent's aspect ratio is read out whole. Another aspect ratio gets the latent's
@@ -187,12 +175,9 @@ class RIAE(nn.Module):
         latent = self._check_grid("latent", latent, self.config.latent_channels, LIMITS.latent_side)
         height, width = check_size("output_size", output_size, LIMITS.side)
         inner_h, inner_w = fitted_size(latent.shape[-2:], (height, width))
-        read_h, read_w = read_size((inner_h, inner_w), sampled_side)
-        coords = dual_coords(read_h, read_w, latent.shape[0], self.training, device=latent.device,
+        coords = dual_coords(inner_h, inner_w, latent.shape[0], self.training, device=latent.device,
                              dtype=latent.dtype)
-        pixels = rearrange(self.decode_at(latent, coords, fraction, chunk), "b (h w) c -> b c h w", h=read_h)
-        if (read_h, read_w) != (inner_h, inner_w):
-            pixels = F.interpolate(pixels, size=(inner_h, inner_w), mode="bicubic", align_corners=False)
+        pixels = rearrange(self.decode_at(latent, coords, fraction, chunk), "b (h w) c -> b c h w", h=inner_h)
         top, left = (height - inner_h) // 2, (width - inner_w) // 2
         return F.pad(pixels, (left, width - inner_w - left, top, height - inner_h - top), value=-1.0)
 

@@ -14,7 +14,7 @@ import math
 import os
 
 from .attention import query_chunk, score_matrices
-from .autoencoder import fitted_size, read_size
+from .autoencoder import fitted_size
 
 GIB = 2**30
 DEFAULT_BUDGET_GB = 4.0
@@ -34,7 +34,9 @@ DECODE_CHUNK = 16384  # RIAE.decode's default query chunk
 
 def _read_pixels(height: int, width: int, latent_h: int, latent_w: int) -> int:
     """Output pixels the decoder actually queries (see RIAE.decode)."""
-    h, w = read_size(fitted_size((latent_h, latent_w), (height, width)))
+    from .pipeline import read_size  # the pipeline imports this module
+
+    h, w = read_size(*fitted_size((latent_h, latent_w), (height, width)))
     return h * w
 
 

@@ -7,17 +7,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from . import cost
-from .autoencoder import RIAE
+from .autoencoder import RIAE, fitted_size
 from .checkpoint import load_model, save_model
 from .diffuser import R2ID, LabelConditioner
+from .images import resize
 from .samplers import SAMPLERS
 from .schedule import check_spacing, log_snr, sampling_alpha_bars
-from .validate import LIMITS, Limits, check_float, check_int, check_size
+from .validate import LIMITS, Limits, check_float, check_int, check_size, check_tensor
 
 CHECKPOINT_ENV = "RIID_CHECKPOINTS"
 LATENT_SHORT_SIDE = 12  # latent tokens across a digit's shorter side, whatever the output resolution (README)
+# The grid the decoder reads the image function on: its shorter side at least the 32 px the digits were learnt
+# at (smaller outputs are area-averaged from it, as real digits are resized), its longer side at most 256 px
+# (larger outputs are resized bicubically: the function holds no finer detail; README, "How it works").
+READ_SIDES = (32, 256)
 
 
 def default_checkpoint() -> Path:
@@ -59,6 +65,14 @@ def default_latent_size(height: int, width: int, limits: Limits = LIMITS) -> tup
     aspect kept where the longer side would pass ``limits.latent_side``."""
     height, width = check_size("output size", (height, width), limits.side)
     scale = min(LATENT_SHORT_SIDE / min(height, width), limits.latent_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def read_size(height: int, width: int) -> tuple[int, int]:
+    """The grid an output of height×width is read from the decoder on (see READ_SIDES)."""
+    scale = max(1.0, READ_SIDES[0] / min(height, width))
+    if max(height, width) * scale > READ_SIDES[1]:
+        scale = READ_SIDES[1] / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -125,7 +139,16 @@ class Pipeline:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        return self.autoencoder.decode(latents, (height, width)).clamp(-1, 1)
+        """Latents → images [N, 1, height, width] in [-1, 1], read on :func:`read_size`'s grid and resized."""
+        height, width = check_size("output size", (height, width), LIMITS.side)
+        latents = check_tensor("latents", latents, self.autoencoder.to_latent.weight.dtype)
+        if latents.ndim != 4:
+            raise ValueError(f"latents must be [batch, channels, height, width], got {tuple(latents.shape)}")
+        inner = fitted_size(latents.shape[-2:], (height, width))  # the unstretched digit; the rest is background
+        read = read_size(*inner)
+        images = resize(self.autoencoder.decode(latents, read).clamp(-1, 1), *inner)
+        top, left = (height - inner[0]) // 2, (width - inner[1]) // 2
+        return F.pad(images, (left, width - inner[1] - left, top, height - inner[0] - top), value=-1.0)
 
     @torch.no_grad()
     def generate(self, digits, settings: Settings | None = None, callback=None, budget_gb: float | None = None,

@@ -66,9 +66,8 @@ class AutoencoderTask:
         height, width = draw(CANVASES, CANVAS_WEIGHTS, generator)
         full = canvas(self.images[idx], height, width)
         s = draw((0.5, 0.75, 1.0), (1.0, 1.0, 2.0), generator)
-        t = draw((0.5, 1.0), (1.0, 3.0), generator)
         source = resize(full, round(height * s), round(width * s))
-        target = resize(full, round(height * t), round(width * t))
+        target = full  # the digit's own resolution: smaller outputs are area-averaged from it (Pipeline.decode)
         th, tw = target.shape[-2:]
         coords = dual_coords(th, tw, self.batch_size, jitter=True, generator=generator)
         keep = torch.randperm(th * tw, generator=generator)[:self.points]

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from riid import cost
-from riid.autoencoder import SAMPLED_SIDE, fitted_size, read_size
-from riid.pipeline import DEFAULTS, LATENT_SHORT_SIDE, Settings, default_latent_size
+from riid.autoencoder import fitted_size
+from riid.images import resize
+from riid.pipeline import DEFAULTS, LATENT_SHORT_SIDE, READ_SIDES, Settings, default_latent_size, read_size
 from riid.validate import LIMITS
 
 
@@ -104,12 +105,24 @@ def test_cross_aspect_decoding_pads_instead_of_stretching(tiny_pipeline):
     assert torch.allclose(tall, F.pad(square, (0, 0, 8, 8), value=-1.0), atol=1e-5)
 
 
-def test_large_outputs_are_read_on_a_bounded_grid(tiny_pipeline):
-    assert read_size((1024, 512)) == (SAMPLED_SIDE, SAMPLED_SIDE // 2)
-    assert read_size((100, 60)) == (100, 60)
-    ae = tiny_pipeline.autoencoder
-    latent = torch.randn(1, ae.config.latent_channels, 12, 12)
-    big = ae.decode(latent, (2 * SAMPLED_SIDE, 2 * SAMPLED_SIDE))
-    exact = ae.decode(latent, (2 * SAMPLED_SIDE, 2 * SAMPLED_SIDE), sampled_side=None)
-    assert big.shape == exact.shape == (1, 1, 2 * SAMPLED_SIDE, 2 * SAMPLED_SIDE)
+@pytest.mark.parametrize("size, expected", [
+    ((16, 16), (32, 32)), ((24, 40), (32, 53)),  # small outputs are area-averaged from the learnt resolution
+    ((32, 96), (32, 96)), ((200, 100), (200, 100)),  # read as they are
+    ((1024, 512), (256, 128)), ((16, 200), (20, 256)),  # never more than 256 px on the longer side
+])
+def test_read_size(size, expected):
+    assert read_size(*size) == expected
+
+
+def test_pipeline_decode_reads_a_bounded_grid_and_resizes(tiny_pipeline):
+    latent = torch.randn(1, tiny_pipeline.autoencoder.config.latent_channels, 12, 12)
+    side = 2 * READ_SIDES[1]
+    big = tiny_pipeline.decode(latent, side, side)
+    exact = tiny_pipeline.autoencoder.decode(latent, (side, side)).clamp(-1, 1)
+    assert big.shape == exact.shape == (1, 1, side, side)
     assert (big - exact).abs().mean() < 0.02  # the same smooth function, read on a coarser grid
+    small = tiny_pipeline.decode(latent, 16, 16)
+    native = tiny_pipeline.autoencoder.decode(latent, (32, 32)).clamp(-1, 1)
+    assert torch.allclose(small, resize(native, 16, 16), atol=1e-6)  # area-averaged like a real digit
+    with pytest.raises(ValueError, match="latents"):
+        tiny_pipeline.decode(torch.zeros(12, 12), 32, 32)
