@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from . import pipeline as P
-from .validate import LIMITS, check_int
+from .validate import LIMITS, check_float, check_int, check_output_dir, check_output_file
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,6 +24,12 @@ def _integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="riid", description="Resolution-invariant MNIST diffusion.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -31,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     d = P.DEFAULTS
     s = sub.add_parser("sample", help="generate digits as PNGs",
                        description="Generate N PNGs of one digit at any size and aspect ratio.")
-    s.add_argument("--checkpoint", type=Path, default=None,
+    s.add_argument("--checkpoint", type=_path, default=None,
                    help=f"checkpoint folder (default: ${P.CHECKPOINT_ENV}, else the shipped weights)")
     s.add_argument("--digit", type=_integer, required=True, help="digit to draw, 0-9")
     s.add_argument("--n", type=_integer, default=1, help="number of images (default 1)")
@@ -50,12 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_integer, default=d.seed, help=f"random seed (default {d.seed})")
     s.add_argument("--clouds", type=_integer, default=d.clouds,
                    help=f"diffuser attention groups: >1 is faster on large latents, rougher (default {d.clouds})")
-    s.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
-    s.add_argument("--grid", type=Path, help="also write all images as one grid PNG here")
+    s.add_argument("--out", type=_path, required=True, help="output folder (created if missing)")
+    s.add_argument("--grid", type=_path, help="also write all images as one grid PNG here (a .png path)")
+    s.add_argument("--time-limit", type=float, default=None,
+                   help="refuse requests estimated to take longer, in seconds "
+                        "(default: $RIID_TIME_LIMIT_S, else 600); the estimate is printed above 30 s")
 
     for name, what in (("train-autoencoder", "the autoencoder (RIAE)"), ("train-diffuser", "the diffuser (R2ID)")):
         t = sub.add_parser(name, help=f"train {what}")
-        t.add_argument("--out", type=Path, required=True, help="run folder: state, previews and the export")
+        t.add_argument("--out", type=_path, required=True,
+                       help="run folder: state, previews and the export (locked while a run writes to it)")
         t.add_argument("--preset", default="default", help="model size preset: default or tiny")
         t.add_argument("--steps", type=_integer, default=3000)
         t.add_argument("--batch-size", type=_integer, default=64 if name == "train-autoencoder" else 128)
@@ -64,18 +74,23 @@ def _parser() -> argparse.ArgumentParser:
         t.add_argument("--grad-accum", type=_integer, default=1)
         t.add_argument("--ema-decay", type=float, default=0.999)
         t.add_argument("--save-every", type=float, default=120.0, help="seconds between full-state saves")
+        t.add_argument("--save-every-steps", type=_integer, default=0,
+                       help="also save the full state every N steps (default 0: by time only)")
         t.add_argument("--preview-every", type=_integer, default=500, help="steps between preview PNGs")
         t.add_argument("--data-root", default="data", help="MNIST root, or 'fixture' for the shipped 1,000 digits")
         t.add_argument("--limit", type=_integer, help="use only the first N training digits")
         t.add_argument("--threads", type=_integer, default=0, help="torch CPU threads (0 = default)")
         t.add_argument("--seed", type=_integer, default=0)
-        t.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+        t.add_argument("--resume", action="store_true",
+                       help="continue from OUT/state.pt (an error if there is none) with the settings given now: "
+                            "the learning rate, steps, EMA decay, ... apply from the saved step on; the seed must "
+                            "be the run's own")
         if name == "train-diffuser":
-            t.add_argument("--autoencoder", type=Path, required=True, help="trained autoencoder folder")
-            t.add_argument("--init", type=Path, help="start from the weights (and configs) of a folder holding "
+            t.add_argument("--autoencoder", type=_path, required=True, help="trained autoencoder folder")
+            t.add_argument("--init", type=_path, help="start from the weights (and configs) of a folder holding "
                            "diffuser/ and conditioner/, e.g. checkpoints; a new schedule and optimiser")
         else:
-            t.add_argument("--init", type=Path, help="start from the weights (and config) of an autoencoder "
+            t.add_argument("--init", type=_path, help="start from the weights (and config) of an autoencoder "
                            "folder; a new schedule and optimiser")
             t.add_argument("--decoder-only", action="store_true",
                            help="freeze the encoder (needs --init): the latents, and a diffuser trained on "
@@ -85,18 +100,19 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--root", default="data")
 
     e = sub.add_parser("eval", help="resolution-invariance report")
-    from .evaluate import add_eval_arguments
+    from .eval.report import add_eval_arguments
     add_eval_arguments(e)
 
-    b = sub.add_parser("bench", help="speed and memory benchmark")
+    b = sub.add_parser("bench", help="speed and memory of sampling at 32, 128 and 1024 px")
     b.add_argument("--checkpoint", type=Path, default=None)
-    b.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests")
+    b.add_argument("--quick", action="store_true", help="small sizes and 2 steps: a smoke run")
     b.add_argument("--out", type=Path, default=Path("results/bench"), help="folder for bench.md and bench.json")
     b.add_argument("--threads", type=_integer, help="torch CPU threads (default: torch's default)")
     return parser
 
 
 def _sample(args) -> None:
+    import torch
     from tqdm.auto import tqdm
 
     from .images import save_grid, save_png, to_uint8
@@ -108,23 +124,32 @@ def _sample(args) -> None:
     if (args.latent_height is None) != (args.latent_width is None):
         raise ValueError("give both --latent-height and --latent-width, or neither")
     latent = None if args.latent_height is None else (args.latent_height, args.latent_width)
+    limit_s = None if args.time_limit is None else check_float("--time-limit", args.time_limit, 1.0, 1e9)
     pipe = P.load_pipeline(args.checkpoint)
     s = pipe.settings(args.height, args.width, latent_size=latent, steps=args.steps, cfg=args.cfg,
                       cfg_from=args.cfg_from, eta=args.eta, sampler=args.sampler, spacing=args.spacing,
                       clouds=args.clouds, seed=args.seed)
-    batches = pipe.batch_sizes(n, s)
-    seconds = cost.check_time(pipe, n, s)
+    batches = pipe.batch_sizes(n, s)  # refuses only a request of which not even one image fits in memory
+    seconds = cost.check_time(pipe, n, s, limit_s)
     if seconds > 30:
-        print(f"estimated time: about {seconds:.0f} s", file=sys.stderr)
+        print(f"estimated time: about {seconds:.0f} s (limit {cost.time_limit_s(limit_s):.0f} s)", file=sys.stderr)
+    # every path is checked before sampling, so a refused request writes nothing; an 8-bit PNG is at worst
+    # its pixels plus a filter byte per row and ~1 KiB of headers
+    nrow = min(n, 10)
+    grid_bytes = (-(-n // nrow) * (s.height + 2) + 2) * (nrow * (s.width + 2) + 3) + 1024
+    out = check_output_dir("--out", args.out, n * (s.height * (s.width + 1) + 1024))
+    grid = None if args.grid is None else check_output_file("--grid", args.grid, (".png",), grid_bytes)
     bar = tqdm(total=s.steps * len(batches), desc="sampling")
     images = pipe.generate([digit] * n, s, callback=lambda i, x, x0: bar.update(1))
     bar.close()
-    args.out.mkdir(parents=True, exist_ok=True)
+    if not torch.isfinite(images).all():
+        raise ValueError("sampling produced NaN or infinite values; nothing was written")
+    out.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(to_uint8(images)):
-        save_png(img, args.out / f"{digit}_{i:04d}.png")
-    if args.grid:
-        save_grid(images, args.grid, nrow=min(n, 10))
-    print(f"wrote {n} images of {s.height}x{s.width} to {args.out}")
+        save_png(img, out / f"{digit}_{i:04d}.png")
+    if grid is not None:
+        save_grid(images, grid, nrow=nrow)
+    print(f"wrote {n} images of {s.height}x{s.width} to {out}")
 
 
 def _train(args) -> None:
@@ -133,24 +158,29 @@ def _train(args) -> None:
     from .checkpoint import load_model
     from .data import load_mnist
     from .presets import AUTOENCODER_PRESETS, DIFFUSER_PRESETS
-    from .train import TrainConfig, train
+    from .train import TrainConfig, check_config, check_resumable, train
 
     presets = AUTOENCODER_PRESETS if args.command == "train-autoencoder" else DIFFUSER_PRESETS
     if args.preset not in presets:
         raise ValueError(f"--preset must be one of {', '.join(presets)}, got {args.preset!r}")
-    config = TrainConfig(steps=check_int("--steps", args.steps, 1, 10**8),
-                         batch_size=check_int("--batch-size", args.batch_size, 1, 65536), lr=args.lr,
-                         warmup=args.warmup, grad_accum=check_int("--grad-accum", args.grad_accum, 1, 1024),
-                         ema_decay=args.ema_decay, seed=args.seed, save_every_s=args.save_every,
-                         preview_every=args.preview_every, threads=args.threads)
-    images, labels = load_mnist("train", root=args.data_root, limit=args.limit)
+    # every argument is checked before anything is read, built or written (train() checks them again)
+    config = check_config(TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, grad_accum=args.grad_accum,
+        ema_decay=args.ema_decay, seed=args.seed, save_every_s=args.save_every,
+        save_every_steps=args.save_every_steps, preview_every=args.preview_every, threads=args.threads))
+    limit = None if args.limit is None else check_int("--limit", args.limit, 1, 10**8)
+    check_output_dir("--out", args.out)
+    if args.resume:
+        check_resumable(args.out)
+    if args.command == "train-autoencoder" and args.decoder_only and args.init is None:
+        raise ValueError("--decoder-only fine-tunes a trained autoencoder: give it with --init")
+    images, labels = load_mnist("train", root=args.data_root, limit=limit)
     from .tasks import AutoencoderTask, DiffusionModel, DiffuserTask
 
+    torch.manual_seed(config.seed)  # before any model is built: the same --seed gives the same weights
     if args.command == "train-autoencoder":
         from .autoencoder import RIAE
 
-        if args.decoder_only and args.init is None:
-            raise ValueError("--decoder-only fine-tunes a trained autoencoder: give it with --init")
         model = load_model(args.init, "riae") if args.init else RIAE(presets[args.preset])
         preview, _ = load_mnist("test", root="fixture", limit=8)
         task = AutoencoderTask(model, images, config.batch_size, preview_images=preview,
@@ -172,7 +202,6 @@ def _train(args) -> None:
             conditioner = LabelConditioner(cond_config)
         model = DiffusionModel(diffuser, conditioner)
         task = DiffuserTask(model, autoencoder, images, labels, args.autoencoder, config.batch_size)
-    torch.manual_seed(args.seed)
     summary = train(task, config, args.out, resume=args.resume)
     print(f"done: {summary['steps']} steps, final loss {summary['final_loss']:.5f}, export in {args.out}")
 
@@ -194,13 +223,16 @@ def main(argv=None) -> int:
         elif args.command == "data":
             _data(args)
         elif args.command == "eval":
-            from .evaluate import run_eval_cli
+            from .eval.report import run_eval_cli
             run_eval_cli(args)
         elif args.command == "bench":
-            from .bench import run_bench
+            from .eval.bench import run_bench
             run_bench(args.checkpoint, quick=args.quick, out=args.out, threads=args.threads)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: a disk that fills up or goes away mid-request
         print(f"riid {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"riid {args.command}: error: out of memory; ask for less", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -14,7 +14,7 @@ from torch import nn
 
 from .attention import Attention, FeedForward, TokenEmbedding
 from .coords import COORD_CHANNELS, dual_coords, fourier_features
-from .validate import LIMITS, check_int, check_size
+from .validate import LIMITS, check_int, check_size, check_tensor
 
 
 @dataclass
@@ -140,9 +140,13 @@ class R2ID(nn.Module):
         [B, T, cond_dim] reaches the decoder twice: by cross-attention to its tokens and, through
         their mean, in the blocks' adaptive layer norm alongside the time.
         """
+        x = check_tensor("x", x, self.head.weight.dtype)
         if x.ndim != 4 or x.shape[1] != self.config.latent_channels:
             raise ValueError(f"x must be [batch, {self.config.latent_channels}, h, w], got {tuple(x.shape)}")
         b, _, h, w = x.shape
+        alpha_bar = check_tensor("alpha_bar", alpha_bar, x.dtype)
+        if alpha_bar.shape != (b,):
+            raise ValueError(f"alpha_bar must be [{b}], got {tuple(alpha_bar.shape)}")
         check_size("latent size", (h, w), LIMITS.latent_side)
         if not conds:
             raise ValueError("conds must hold at least one condition")
@@ -150,7 +154,8 @@ class R2ID(nn.Module):
             if cond.ndim != 3 or cond.shape[0] != b or cond.shape[2] != self.config.cond_dim:
                 raise ValueError(f"each condition must be [{b}, tokens, {self.config.cond_dim}], "
                                  f"got {tuple(cond.shape)}")
-        clouds = check_int("num_clouds", num_clouds or self.config.num_clouds, 1, h * w)
+        # the config's clouds are capped at the tokens: a model trained with clouds still samples a 1×1 latent
+        clouds = check_int("num_clouds", num_clouds, 1, h * w) if num_clouds else min(self.config.num_clouds, h * w)
         pos = dual_coords(h, w, b, self.training, device=x.device, dtype=x.dtype)
         xy = pos[..., :2]
         tokens = self.tokens_in(rearrange(x, "b c h w -> b (h w) c"), fourier_features(pos))  # [B, N, D]

@@ -16,7 +16,7 @@ from .diffuser import R2ID, LabelConditioner
 from .images import resize
 from .samplers import SAMPLERS
 from .schedule import check_spacing, log_snr, sampling_alpha_bars
-from .validate import LIMITS, Limits, check_float, check_int, check_size, check_tensor
+from .validate import LIMITS, Limits, check_callback, check_float, check_int, check_size, check_tensor
 
 CHECKPOINT_ENV = "RIID_CHECKPOINTS"
 LATENT_SHORT_SIDE = 12  # latent tokens across a digit's shorter side, whatever the output resolution (README)
@@ -81,6 +81,9 @@ class Pipeline:
         if diffuser.config.latent_channels != autoencoder.config.latent_channels:
             raise ValueError(f"the diffuser makes {diffuser.config.latent_channels} latent channels, the "
                              f"autoencoder reads {autoencoder.config.latent_channels}")
+        if diffuser.config.cond_dim != conditioner.config.dim:
+            raise ValueError(f"the diffuser reads conditions of width {diffuser.config.cond_dim}, the conditioner "
+                             f"makes {conditioner.config.dim}")
         self.autoencoder = autoencoder.eval()
         self.diffuser = diffuser.eval()
         self.conditioner = conditioner.eval()
@@ -94,7 +97,7 @@ class Pipeline:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         s = dataclasses.replace(DEFAULTS, **changes)
         height, width = check_size("output size", (height, width), limits.side)
-        if latent_size is None or tuple(latent_size) == (None, None):
+        if latent_size is None or (isinstance(latent_size, (tuple, list)) and tuple(latent_size) == (None, None)):
             latent_size = default_latent_size(height, width, limits)
         lh, lw = check_size("latent size", latent_size, limits.latent_side)
         if s.sampler not in SAMPLERS:
@@ -119,6 +122,7 @@ class Pipeline:
 
         Image i's noise comes from its own seed (:func:`image_seed` of s.seed and first_index + i).
         """
+        check_callback("callback", callback, 3)
         digits = torch.tensor([check_int("digit", d, 0, 9) for d in digits], dtype=torch.long)
         cond = self.conditioner(self.conditioner.one_hot(digits))
         null = self.conditioner(self.conditioner.one_hot(torch.full_like(digits, -1)))
@@ -159,12 +163,13 @@ class Pipeline:
         Large requests run in batches that fit the memory budget; ``callback(i, x, x0)`` counts sampler
         steps across all batches (len(batch_sizes) × steps in all).
         """
-        if isinstance(digits, torch.Tensor):
-            digits = digits.flatten().tolist()
+        if hasattr(digits, "tolist"):  # a tensor or NumPy array of digits
+            digits = digits.tolist()
         digits = [digits] if isinstance(digits, int) and not isinstance(digits, bool) else digits
         if not isinstance(digits, (list, tuple)):
             raise ValueError(f"digits must be a digit 0-9 or a list of them, got {type(digits).__name__}")
         check_int("number of digits", len(digits), 1, LIMITS.images)
+        check_callback("callback", callback, 3)
         if settings is not None and request:
             raise ValueError("give a Settings or keyword settings, not both")
         s = settings if settings is not None else self.settings(**request)

@@ -1,9 +1,14 @@
 """Argument checks shared by every public entry point: one-line ValueErrors naming the allowed range."""
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -74,3 +79,77 @@ def check_tensor(name: str, x, dtype: torch.dtype) -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} holds NaN or infinite values")
     return x
+
+
+def check_callback(name: str, callback, nargs: int):
+    """None, or a callable that accepts ``nargs`` positional arguments: a wrong one is refused before any work."""
+    if callback is None:
+        return None
+    if not callable(callback):
+        raise ValueError(f"{name} must be callable or None, got {type(callback).__name__}")
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+        return callback
+    try:
+        signature.bind(*range(nargs))
+    except TypeError:
+        raise ValueError(f"{name} must accept {nargs} positional arguments, got a callable with signature "
+                         f"{signature}") from None
+    return callback
+
+
+def _path(name: str, path) -> Path:
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise ValueError(f"{name} must be a path, got {type(path).__name__}")
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text.strip() or "\0" in text:
+        raise ValueError(f"{name} must be a non-empty path, got {text!r}")
+    return Path(text)
+
+
+def _free_space(name: str, path: Path, folder: Path, need_bytes: int) -> None:
+    """Refuse when the file system of ``folder`` has less than ``need_bytes`` free (a guide: others write too)."""
+    if need_bytes <= 0:
+        return
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:  # a file system that cannot say: the writes themselves will tell
+        return
+    if free < need_bytes:
+        raise ValueError(f"{name} {path}: about {need_bytes / 2**20:.1f} MiB needed, only {free / 2**20:.1f} MiB "
+                         f"free on its file system")
+
+
+def check_output_dir(name: str, path, need_bytes: int = 0) -> Path:
+    """A folder that is, or can be created, writable: not a file, not under a file, with ``need_bytes`` free.
+
+    Checks only, creates nothing (a probe file is anonymous where the OS allows, and always removed), so a
+    refused request leaves nothing behind.
+    """
+    path = _path(name, path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{name} {path} is a file, not a folder")
+        existing = path
+        while not existing.exists():  # the deepest part of the path that is already there
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ValueError(f"{name} {path} lies under {existing}, which is a file")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ValueError(f"{name} {path} is not writable: {err.strerror or err}") from None
+    _free_space(name, path, existing, need_bytes)
+    return path
+
+
+def check_output_file(name: str, path, suffixes: tuple[str, ...], need_bytes: int = 0) -> Path:
+    """A file path with one of ``suffixes`` whose folder passes :func:`check_output_dir`; not an existing folder."""
+    path = _path(name, path)
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"{name} must end in {' or '.join(suffixes)}, got {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"{name} {path} is a folder, not a file")
+    check_output_dir(name, path.parent, need_bytes)
+    return path

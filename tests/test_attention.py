@@ -143,7 +143,7 @@ def test_biased_attention_splits_its_queries_under_the_score_budget(monkeypatch)
     sdpa = A.F.scaled_dot_product_attention
     monkeypatch.setattr(A.F, "scaled_dot_product_attention",
                         lambda q_, *a, **kw: widths.append(q_.shape[2]) or sdpa(q_, *a, **kw))
-    monkeypatch.setattr(A, "SCORE_BUDGET", 2 * 200 * A.bias_matrices(2) * 4 * 40)  # room for 40 queries
+    monkeypatch.setattr(A, "SCORE_BUDGET", 2 * 200 * A.score_matrices(2) * 4 * 40)  # room for 40 queries
     split = A.attention(q, k, v, 2, positions=pos, log_sigma=log_sigma)
     assert A.query_chunk(2, 2, 200) == 40 and max(widths) == 40 and sum(widths) == 300
     torch.testing.assert_close(split, whole, rtol=0, atol=1e-5)  # exact: chunking costs no quality

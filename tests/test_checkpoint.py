@@ -1,6 +1,8 @@
 """Pipelines and model folders: round trips, determinism, bad input, and nothing ever unpickled."""
+import dataclasses
 import json
 import os
+import time
 import pickle
 import shutil
 from pathlib import Path
@@ -9,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from riid import Pipeline, load_model, load_pipeline, save_model
+from riid import RIAE, Pipeline, load_model, load_pipeline, save_model
 from riid.checkpoint import atomic_write
-from riid.pipeline import MIN_LATENT_SIDE
+from riid.pipeline import LATENT_SHORT_SIDE, default_latent_size
 from riid.schedule import log_snr, sampling_alpha_bars
-from riid.validate import MAX_BATCH, MAX_CFG_FROM
+from riid.validate import LIMITS
 
 from conftest import tiny_models
 
@@ -69,27 +71,27 @@ def test_latent_size_and_callback(tiny_pipeline):
     assert latents.shape == (1, tiny_pipeline.diffuser.config.latent_channels, 2, 9)
     assert [c[0] for c in calls] == [0, 1, 2, 3] and all(c[1] == c[2] == latents.shape for c in calls)
     default = tiny_pipeline.settings(30, 10)
-    assert (default.latent_height, default.latent_width) == tiny_pipeline.default_latent_size(30, 10)
+    assert (default.latent_height, default.latent_width) == default_latent_size(30, 10)
 
 
 @pytest.mark.parametrize("size, expected", [
-    ((16, 16), (12, 12)),     # 4×4 scaled up: small outputs diffuse on the same grid as a 32 px digit
-    ((32, 32), (12, 12)),     # 8×8 scaled up 1.5×
-    ((24, 40), (12, 20)),     # 6×10, aspect kept
-    ((30, 10), (48, 12)),     # 8×2 (30/4 = 7.5 → 8, 10/4 = 2.5 → 2), scaled 6×
-    ((64, 64), (16, 16)),     # already at least 12: the autoencoder's default
-    ((8, 512), (2, 128)),     # 2×128: the longer side is at the limit, so no scaling up
-    ((4, 256), (2, 128)),     # 1×64 scaled only as far as the longer side allows
+    ((16, 16), (12, 12)),     # 12 tokens across the shorter side at every resolution
+    ((32, 32), (12, 12)),
+    ((4096, 4096), (12, 12)),
+    ((24, 40), (12, 20)),     # the output's aspect kept
+    ((30, 10), (36, 12)),
+    ((8, 512), (2, 128)),     # the longer side would pass the latent limit: shrunk, aspect kept
+    ((4, 256), (2, 128)),
 ])
-def test_default_latent_size_has_a_shorter_side_of_at_least_12(tiny_pipeline, size, expected):
-    assert tiny_pipeline.autoencoder.config.reduction == 4 and MIN_LATENT_SIDE == 12
-    assert tiny_pipeline.default_latent_size(*size) == expected
+def test_default_latent_size_has_12_tokens_across_the_shorter_side(size, expected):
+    assert LATENT_SHORT_SIDE == 12
+    assert default_latent_size(*size) == expected
     with pytest.raises(ValueError, match="output size"):
-        tiny_pipeline.default_latent_size(0, 16)
+        default_latent_size(0, 16)
 
 
 def test_guidance_and_digit_change_the_output(tiny_pipeline):
-    every_step = dict(SMALL, cfg_from=-MAX_CFG_FROM)
+    every_step = dict(SMALL, cfg_from=-LIMITS.cfg_from)
     base = tiny_pipeline.generate([3], seed=0, cfg=3.0, **every_step)
     assert (base - tiny_pipeline.generate([3], seed=0, cfg=0.0, **every_step)).abs().max() > 1e-4
     assert (base - tiny_pipeline.generate([6], seed=0, cfg=3.0, **every_step)).abs().max() > 1e-4
@@ -97,10 +99,10 @@ def test_guidance_and_digit_change_the_output(tiny_pipeline):
 
 def test_guidance_applies_only_from_its_log_snr(tiny_pipeline):
     """cfg_from above every step's log-SNR leaves the label alone (as CFG 1); below every step, all are guided."""
-    unguided = tiny_pipeline.generate([3], seed=0, cfg=3.0, cfg_from=MAX_CFG_FROM, **SMALL)
-    cfg_one = tiny_pipeline.generate([3], seed=0, cfg=1.0, cfg_from=-MAX_CFG_FROM, **SMALL)
+    unguided = tiny_pipeline.generate([3], seed=0, cfg=3.0, cfg_from=LIMITS.cfg_from, **SMALL)
+    cfg_one = tiny_pipeline.generate([3], seed=0, cfg=1.0, cfg_from=-LIMITS.cfg_from, **SMALL)
     assert torch.allclose(unguided, cfg_one, atol=1e-5)
-    guided = tiny_pipeline.generate([3], seed=0, cfg=3.0, cfg_from=-MAX_CFG_FROM, **SMALL)
+    guided = tiny_pipeline.generate([3], seed=0, cfg=3.0, cfg_from=-LIMITS.cfg_from, **SMALL)
     assert (guided - unguided).abs().max() > 1e-3
     partly = tiny_pipeline.generate([3], seed=0, cfg=3.0, cfg_from=-3.0, **SMALL)  # guides the last two of 3 steps
     assert (partly - guided).abs().max() > 1e-3 and (partly - unguided).abs().max() > 1e-5
@@ -110,7 +112,8 @@ def test_unguided_steps_run_the_diffuser_on_one_condition(tiny_pipeline, monkeyp
     seen = []
     forward = tiny_pipeline.diffuser.forward
     monkeypatch.setattr(tiny_pipeline.diffuser, "forward",
-                        lambda x, alpha_bar, conds, **kw: seen.append(len(conds)) or forward(x, alpha_bar, conds, **kw))
+                        lambda x, alpha_bar, conds, *a, **kw: seen.append(len(conds)) or forward(x, alpha_bar, conds,
+                                                                                                  *a, **kw))
     tiny_pipeline.generate([3], seed=0, steps=20, spacing="logsnr", cfg_from=0.0, height=8, width=8)
     below = int((log_snr(sampling_alpha_bars(20, "logsnr")[:-1]) < 0).sum())
     assert 5 < below < 15 and seen == [1] * below + [2] * (20 - below)
@@ -147,7 +150,56 @@ def test_bad_digits_raise_value_error(tiny_pipeline, digits):
 
 
 def test_max_batch_is_accepted(tiny_pipeline):
-    assert len(tiny_pipeline.generate([0] * MAX_BATCH, height=2, width=2, steps=1)) == MAX_BATCH
+    assert len(tiny_pipeline.generate([0] * LIMITS.images, height=2, width=2, steps=1)) == LIMITS.images
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda p: p.generate(None, **SMALL), "digits"),
+    (lambda p: p.generate("3", **SMALL), "digits"),
+    (lambda p: p.generate([1], height=None, width=8), "output size"),
+    (lambda p: p.generate([1], p.settings(8, 8), steps=3), "not both"),
+    (lambda p: p.generate([1], unknown=3), "unknown"),
+    (lambda p: p.decode(torch.zeros(1, 4, 2, 2, dtype=torch.int32), 8, 8), "torch.int32"),
+    (lambda p: p.decode(torch.full((1, 4, 2, 2), float("inf")), 8, 8), "NaN or infinite"),
+])
+def test_api_misuse_is_a_one_line_value_error(tiny_pipeline, call, needle):
+    with pytest.raises(ValueError, match=needle) as info:
+        call(tiny_pipeline)
+    assert "\n" not in str(info.value)
+
+
+def test_decode_converts_a_float64_latent(tiny_pipeline):
+    latent = torch.randn(1, 4, 3, 3)
+    torch.testing.assert_close(tiny_pipeline.decode(latent.double(), 6, 6), tiny_pipeline.decode(latent, 6, 6))
+
+
+@pytest.mark.parametrize("folder", [123, 1.5, b"bytes", ["a"], object()])
+def test_load_pipeline_refuses_what_is_not_a_path(folder):
+    with pytest.raises(ValueError, match="must be a path"):
+        load_pipeline(folder)
+    with pytest.raises(ValueError, match="must be a path"):
+        load_model(folder)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_cpu_host_is_said_so_not_called_corrupted(tiny_pipeline_dir):
+    with pytest.raises(ValueError, match="not available on this machine") as info:
+        load_pipeline(tiny_pipeline_dir, device="cuda")
+    assert "corrupted" not in str(info.value)
+
+
+@pytest.mark.parametrize("device", ["gpu", "", 7.5, "cuda:99" if torch.cuda.is_available() else "xpu"])
+def test_unknown_devices_are_refused(tiny_pipeline_dir, device):
+    with pytest.raises(ValueError, match="device"):
+        load_pipeline(tiny_pipeline_dir, device=device)
+
+
+def test_autoencoder_and_diffuser_that_do_not_match_are_refused_at_load(pipe_copy):
+    autoencoder, _, _ = tiny_models()
+    wider = RIAE(dataclasses.replace(autoencoder.config, latent_channels=autoencoder.config.latent_channels + 2))
+    save_model(wider, pipe_copy / "autoencoder")
+    with pytest.raises(ValueError, match="latent channels"):
+        load_pipeline(pipe_copy)
 
 
 # ---- model folders ------------------------------------------------------------------------
@@ -261,6 +313,64 @@ def test_huge_config_is_refused_without_allocating_it(pipe_copy):
     assert "config.json" in message
 
 
+@pytest.mark.parametrize("sub, changes, needle", [
+    ("diffuser", dict(encoder_blocks=10**6), "encoder_blocks"),  # used to hang for minutes building the model
+    ("autoencoder", dict(pixel_layers=10**6), "pixel_layers"),
+    ("diffuser", dict(dim=10**6), "dim"),
+    ("diffuser", dict(heads=10**5), "heads"),
+    ("autoencoder", dict(latent_channels=10**7), "latent_channels"),
+    ("conditioner", dict(tokens=10**6), "tokens"),
+    ("diffuser", dict(mlp_ratio=10**4), "mlp_ratio"),
+    ("diffuser", dict(dim=4096, encoder_blocks=4, decoder_blocks=4, mlp_ratio=16), "parameters"),
+    ("autoencoder", dict(dim="128"), "dim"),
+    ("autoencoder", dict(dim=True), "dim"),
+    ("autoencoder", dict(dim=16.5), "dim"),
+    ("autoencoder", dict(heads=-2), "heads"),
+    ("autoencoder", dict(encode_fraction=None), "encode_fraction"),
+    ("autoencoder", dict(latent_noise=-1.0), "latent_noise"),
+    ("autoencoder", dict(latent_noise=1e400), "latent_noise"),  # json writes Infinity
+    ("autoencoder", dict(decode_fraction=float("nan")), "decode_fraction"),
+])
+def test_absurd_config_values_are_refused_before_building(pipe_copy, sub, changes, needle):
+    edit_config(pipe_copy / sub / "config.json", **changes)
+    start = time.perf_counter()
+    message = expect_error_naming(pipe_copy, pipe_copy / sub / "config.json", needle)
+    assert time.perf_counter() - start < 5
+
+
+def rewrite_weights(path: Path, change):
+    from safetensors.torch import load_file, save_file
+
+    save_file({k: change(k, v) for k, v in load_file(str(path)).items()}, str(path))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_other_float_widths_are_converted_to_float32(pipe_copy, tiny_pipeline, dtype):
+    for sub in ("autoencoder", "diffuser", "conditioner"):
+        rewrite_weights(pipe_copy / sub / "model.safetensors", lambda k, v: v.to(dtype))
+    pipe = load_pipeline(pipe_copy)
+    for sub in ("autoencoder", "diffuser", "conditioner"):
+        for k, v in getattr(pipe, sub).state_dict().items():
+            assert v.dtype == torch.float32
+            torch.testing.assert_close(v, getattr(tiny_pipeline, sub).state_dict()[k].to(dtype).float())
+    images = pipe.generate([1], **SMALL)
+    assert images.dtype == torch.float32 and torch.isfinite(images).all()
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda v: v.to(torch.int32), "torch.int32"),
+    (lambda v: v.to(torch.bool), "torch.bool"),
+    (lambda v: torch.full_like(v, float("nan")), "NaN or infinite"),
+    (lambda v: torch.where(torch.rand(v.shape) < 0.5, v, torch.tensor(float("inf"))), "NaN or infinite"),
+    (lambda v: torch.full_like(v, 1e300, dtype=torch.float64), "NaN or infinite"),  # overflows float32
+])
+def test_weights_of_another_type_or_not_finite_are_refused_by_name(pipe_copy, change, needle):
+    path = pipe_copy / "diffuser" / "model.safetensors"
+    rewrite_weights(path, lambda k, v: change(v) if k == "head.weight" else v)
+    message = expect_error_naming(pipe_copy, path, needle)
+    assert "head.weight" in message
+
+
 class Trap:
     """Unpickling this creates a marker file: proof that something was unpickled."""
 
@@ -317,11 +427,11 @@ def test_atomic_write_leaves_old_file_when_the_write_fails(tmp_path):
 
     with pytest.raises(OSError):
         atomic_write(path, broken)
-    assert path.read_bytes() == b"old"
+    assert path.read_bytes() == b"old" and not list(tmp_path.glob("*.tmp"))  # the half-written copy is gone
     atomic_write(path, lambda p: Path(p).write_bytes(b"new"))
     assert path.read_bytes() == b"new" and not list(tmp_path.glob("*.tmp"))
 
 
 def test_generate_accepts_numpy_and_integral_floats(tiny_pipeline):
-    out = tiny_pipeline.generate(np.array([1, 2]), height=np.int64(12), width=20.0, steps=np.int32(2))
+    out = tiny_pipeline.generate([np.int64(1), np.uint8(2)], height=np.int64(12), width=20.0, steps=np.int32(2))
     assert out.shape == (2, 1, 12, 20)

@@ -1,6 +1,7 @@
 """RIAE and R2ID on tiny configs: shapes at any size, chunking, shared encoder, zero-initialised head."""
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,12 +50,37 @@ def test_riae_encode_decode_shapes(riae, image_size, latent_size):
             assert torch.isfinite(decoded).all()
 
 
-@pytest.mark.parametrize("image_size,expected", [((32, 32), (8, 8)), ((1, 1), (1, 1)), ((3, 97), (1, 24)),
-                                                 ((20, 36), (5, 9)), ((64, 16), (16, 4))])
-def test_riae_default_latent_size(riae, image_size, expected):
-    assert riae.default_latent_size(*image_size) == expected
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_riae_converts_other_float_widths(riae, dtype):
+    image = torch.rand(2, 1, 12, 16) * 2 - 1
     with torch.no_grad():
-        assert riae.encode(torch.zeros(1, 1, *image_size)).shape[-2:] == expected
+        reference = riae.encode(image, (3, 4))
+        latent = riae.encode(image.to(dtype), (3, 4))
+        assert latent.dtype == torch.float32
+        torch.testing.assert_close(latent, riae.encode(image.to(dtype).float(), (3, 4)))
+        assert (latent - reference).abs().max() < 0.1  # only the input's rounding differs
+        decoded = riae.decode(reference.to(dtype), (6, 8))
+        assert decoded.dtype == torch.float32
+        torch.testing.assert_close(decoded, riae.decode(reference.to(dtype).float(), (6, 8)))
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (torch.zeros(1, 1, 8, 8, dtype=torch.uint8), "torch.uint8"),
+    (torch.zeros(1, 1, 8, 8, dtype=torch.int64), "torch.int64"),
+    (torch.zeros(1, 1, 8, 8, dtype=torch.bool), "torch.bool"),
+    (torch.zeros(1, 1, 8, 8, dtype=torch.complex64), "torch.complex64"),
+    (torch.full((1, 1, 8, 8), float("nan")), "NaN"),
+    (torch.full((1, 1, 8, 8), float("-inf")), "NaN or infinite"),
+    (torch.full((1, 1, 8, 8), 1e300, dtype=torch.float64), "NaN or infinite"),  # inf once converted
+    (np.zeros((1, 1, 8, 8), dtype=np.float32), "torch.Tensor"),
+])
+def test_riae_refuses_other_dtypes_and_non_finite_values_by_name(riae, bad, needle):
+    with pytest.raises(ValueError, match=needle) as info:
+        riae.encode(bad, (2, 2))
+    assert "\n" not in str(info.value) and "image" in str(info.value)
+    latent = bad[:, :1].expand(1, CL, 8, 8) if isinstance(bad, torch.Tensor) else bad
+    with pytest.raises(ValueError, match=needle):
+        riae.decode(latent, (4, 4))
 
 
 def test_riae_large_output_chunked_equals_one_chunk(riae):
@@ -75,9 +101,9 @@ def test_riae_decodes_1024x1024(riae):
 def test_riae_decode_at_grid_coords_equals_decode(riae):
     latent = torch.randn(2, CL, 4, 3)
     with torch.no_grad():
-        image = riae.decode(latent, (9, 14))
-        values = riae.decode_at(latent, dual_coords(9, 14, batch=2), chunk=10)
-    torch.testing.assert_close(values.reshape(2, 9, 14), image[:, 0], rtol=0, atol=1e-5)
+        image = riae.decode(latent, (12, 9))  # the latent's own aspect: read out whole
+        values = riae.decode_at(latent, dual_coords(12, 9, batch=2), chunk=10)
+    torch.testing.assert_close(values.reshape(2, 12, 9), image[:, 0], rtol=0, atol=1e-5)
 
 
 def test_riae_eval_is_deterministic_and_training_is_random(riae):
@@ -111,15 +137,16 @@ def test_riae_training_forward_and_backward():
 
 
 @pytest.mark.parametrize("call", [
-    lambda m: m.encode(torch.zeros(1, 3, 8, 8)),  # wrong channels
-    lambda m: m.encode(torch.zeros(8, 8)),  # not [B, C, H, W]
+    lambda m: m.encode(torch.zeros(1, 3, 8, 8), (2, 2)),  # wrong channels
+    lambda m: m.encode(torch.zeros(8, 8), (2, 2)),  # not [B, C, H, W]
     lambda m: m.encode(torch.zeros(1, 1, 8, 8), (0, 2)),
     lambda m: m.encode(torch.zeros(1, 1, 8, 8), (2, 129)),
     lambda m: m.encode(torch.zeros(1, 1, 8, 8), (2.5, 2)),
-    lambda m: m.encode(torch.zeros(1, 1, 8, 8), fraction=0),
-    lambda m: m.encode(torch.zeros(1, 1, 8, 8), fraction=1.5),
-    lambda m: m.encode(torch.zeros(1, 1, 8, 8), fraction=float("nan")),
-    lambda m: m.encode(torch.zeros(0, 1, 8, 8)),
+    lambda m: m.encode(torch.zeros(1, 1, 8, 8), None),
+    lambda m: m.encode(torch.zeros(1, 1, 8, 8), (2, 2), fraction=0),
+    lambda m: m.encode(torch.zeros(1, 1, 8, 8), (2, 2), fraction=1.5),
+    lambda m: m.encode(torch.zeros(1, 1, 8, 8), (2, 2), fraction=float("nan")),
+    lambda m: m.encode(torch.zeros(0, 1, 8, 8), (2, 2)),
     lambda m: m.decode(torch.zeros(1, CL, 2, 2), (0, 5)),
     lambda m: m.decode(torch.zeros(1, CL, 2, 2), (4097, 5)),
     lambda m: m.decode(torch.zeros(1, CL, 2, 2), (-3, 5)),
@@ -224,6 +251,20 @@ def test_r2id_depends_on_time():
 def test_r2id_bad_inputs_raise_value_error(call):
     with pytest.raises(ValueError):
         call(tiny_r2id())
+
+
+def test_r2id_converts_float_widths_and_refuses_the_rest():
+    model = randomise(tiny_r2id()).eval()
+    x, ab, cond = torch.randn(2, CL, 3, 4), torch.tensor([0.3, 0.7]), [torch.randn(2, 2, 16)]
+    with torch.no_grad():
+        eps, = model(x, ab, cond)
+        eps64, = model(x.double(), ab.double(), cond)
+    assert eps64.dtype == torch.float32
+    torch.testing.assert_close(eps64, eps)
+    for bad_x, bad_ab, needle in [(x.long(), ab, "x must be a floating-point"), (x, ab.long(), "alpha_bar"),
+                                  (x * float("nan"), ab, "x holds NaN"), (x, ab[:1], r"alpha_bar must be \[2\]")]:
+        with pytest.raises(ValueError, match=needle):
+            model(bad_x, bad_ab, cond)
 
 
 def test_label_conditioner_null_and_range():

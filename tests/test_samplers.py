@@ -31,10 +31,10 @@ def problem(seed=0, shape=(2, 3, 4, 5)):
 
 
 def run(sampler, denoiser, x, steps, eta=0.0, seed=0, callback=None):
-    alpha_bars = sampling_alpha_bars(steps)
-    if sampler == "dpmpp":
-        return sample_dpmpp_2m(denoiser, x, alpha_bars, callback=callback)
-    return sample_ddim(denoiser, x, alpha_bars, eta, torch.Generator().manual_seed(seed), callback)
+    """One sampler through the registry's one signature; fresh noise from a seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    noise = lambda: torch.randn(x.shape, generator=g, dtype=x.dtype)  # noqa: E731
+    return SAMPLERS[sampler](denoiser, x, sampling_alpha_bars(steps), eta=eta, noise=noise, callback=callback)
 
 
 def test_schedule_runs_from_noise_to_clean():
@@ -56,15 +56,6 @@ def test_logsnr_spacing_is_even_in_log_snr_between_the_same_ends():
     assert even[5] < time[5]  # more of the steps at high noise than with even time
     with pytest.raises(ValueError, match="spacing must be one of time, logsnr"):
         sampling_alpha_bars(20, "karras")
-
-
-def test_blend_spacing_is_the_mean_of_time_and_logsnr_in_log_snr():
-    grids = {name: log_snr(sampling_alpha_bars(20, name)[:-1]) for name in SPACINGS}
-    torch.testing.assert_close(grids["blend"], (grids["time"] + grids["logsnr"]) / 2)
-    assert torch.all(torch.diff(grids["blend"]) > 0)
-    assert sampling_alpha_bars(20, "blend")[-1] == 1.0
-    # the last step starts from less noise than with even time steps, so less is left to a single jump
-    assert grids["time"][-1] < grids["blend"][-1] < grids["logsnr"][-1]
 
 
 def test_dpmpp_survives_repeated_alpha_bars():
@@ -150,8 +141,13 @@ def test_ddim_large_eta_stays_real_and_finite(eta, dtype):
     assert 0.2 < out.std().item() < 0.8
 
 
-def test_sampler_names():
-    assert set(SAMPLERS) == {"ddim", "dpmpp"}
+def test_sampler_registry_shares_one_signature():
+    assert SAMPLERS == {"ddim": sample_ddim, "dpmpp": sample_dpmpp_2m}
+    assert SPACINGS == ("time", "logsnr")
+    x0, x = problem()
+    for sampler in SAMPLERS.values():  # keyword-only options: a positional eta is a mistake, refused
+        with pytest.raises(TypeError):
+            sampler(oracle_for(x0), x, sampling_alpha_bars(2), 0.5)
 
 
 def test_samplers_follow_input_dtype():

@@ -1,11 +1,9 @@
-"""The training loop: lr schedule, EMA, NaN guard, exact resume, and a real SIGKILL-and-resume run."""
+"""The training loop: lr schedule, EMA, NaN guard, argument checks, exact and checked resume, the folder
+lock, and reproducible runs (tests/test_faults.py kills real runs and resumes them)."""
 import dataclasses
 import json
 import math
-import re
-import signal
-import subprocess
-import time
+import os
 from pathlib import Path
 
 import pytest
@@ -15,10 +13,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from riid import load_model, load_pipeline
+from riid import cli, load_model, load_pipeline
 from riid.checkpoint import atomic_write
 from riid.data import load_mnist
-from riid.train import EMA, TrainConfig, load_state, lr_factor, train
+from riid.train import EMA, LOCK, FolderLock, TrainConfig, TrainingDiverged, load_state, lr_factor, train
 
 
 # ---- schedule and EMA ---------------------------------------------------------------------
@@ -132,11 +130,12 @@ def test_training_loop_reduces_the_loss(tmp_path):
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, bad):
     task = ToyTask(bad_loss_after=6, bad_value=bad)
-    with pytest.raises(FloatingPointError) as info:
+    with pytest.raises(TrainingDiverged) as info:
         train(task, toy_config(), tmp_path)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, FloatingPointError)
     message = str(info.value)
-    assert ("nan" if math.isnan(bad) else "inf") in message and "step 6" in message
-    assert str(tmp_path / "state.pt") in message
+    assert ("nan" if math.isnan(bad) else "inf") in message and "at step 6" in message and "\n" not in message
+    assert f"the last good state (step 6) is kept in {tmp_path / 'state.pt'}" in message
     state = load_state(tmp_path / "state.pt")
     assert state["step"] == 6 and len(state["history"]) == 6
     assert all(math.isfinite(h["loss"]) for h in state["history"])
@@ -146,6 +145,20 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, bad):
     # the kept state resumes
     summary = train(ToyTask(), toy_config(steps=10), tmp_path, resume=True)
     assert summary["steps"] == 10 and len(load_state(tmp_path / "state.pt")["history"]) == 10
+
+
+def test_non_finite_loss_before_any_save_says_none_was_saved(tmp_path):
+    with pytest.raises(TrainingDiverged, match="this run saved no state yet") as info:
+        train(ToyTask(bad_loss_after=3), toy_config(save_every_s=3600), tmp_path)
+    assert str(tmp_path / "state.pt") not in str(info.value)
+    assert not (tmp_path / "state.pt").exists() and not (tmp_path / "toy.safetensors").exists()
+
+
+def test_non_finite_loss_after_a_resume_names_the_resumed_state(tmp_path):
+    train(ToyTask(), toy_config(steps=5), tmp_path)
+    with pytest.raises(TrainingDiverged, match=r"the last good state \(step 5\)"):
+        train(ToyTask(bad_loss_after=2), toy_config(steps=20, save_every_s=3600), tmp_path, resume=True)
+    assert load_state(tmp_path / "state.pt")["step"] == 5
 
 
 def test_resume_continues_exactly_where_the_saved_state_left_off(tmp_path):
@@ -168,8 +181,175 @@ def test_resume_continues_exactly_where_the_saved_state_left_off(tmp_path):
 
 def test_resume_refuses_an_unreadable_state(tmp_path):
     (tmp_path / "state.pt").write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match="cannot resume"):
+    with pytest.raises(ValueError, match="cannot resume") as info:
         train(ToyTask(), toy_config(steps=3), tmp_path, resume=True)
+    assert "\n" not in str(info.value)
+
+
+def test_resume_without_a_state_is_an_error_and_creates_nothing(tmp_path):
+    with pytest.raises(ValueError, match="holds no state.pt"):
+        train(ToyTask(), toy_config(steps=3), tmp_path / "new", resume=True)
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ValueError, match="holds no state.pt"):
+        train(ToyTask(), toy_config(steps=3), tmp_path, resume=True)
+    assert not list(tmp_path.iterdir())
+
+
+def good_state(tmp_path) -> dict:
+    train(ToyTask(), toy_config(steps=4), tmp_path / "good")
+    return load_state(tmp_path / "good" / "state.pt")
+
+
+def spoil(state: dict, **changes) -> dict:
+    state = dict(state, **{k: v for k, v in changes.items() if v is not DROP})
+    return {k: v for k, v in state.items() if changes.get(k) is not DROP}
+
+
+DROP = object()
+SPOILED = {
+    "missing-model": (dict(model=DROP), "no model"),
+    "missing-step": (dict(step=DROP, history=DROP), "no step, history"),
+    "step-string": (dict(step="4"), "its step is '4'"),
+    "step-float": (dict(step=4.0), "its step is 4.0"),
+    "step-negative": (dict(step=-10), "its step is -10"),
+    "step-bool": (dict(step=True), "its step is True"),
+    "step-past-the-end": (dict(step=50, history=[{"step": 1, "loss": 1.0}] * 50), "past steps=40"),
+    "history-short": (dict(history=[]), "loss history"),
+    "model-a-list": (dict(model=[1, 2]), "its model is a list"),
+    "model-nan": ("nan", "holds NaN or infinite values"),
+    "model-int": ("int", "expected floating point"),
+    "model-extra-key": ("extra", "1 unexpected"),
+    "model-other-shape": ("shape", "of another shape"),
+    "optimizer-foreign": (dict(optimizer={"state": {}, "param_groups": []}), "cannot resume"),
+    "rng-wrong": (dict(torch_rng=torch.zeros(3)), "cannot resume"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPOILED))
+def test_resume_refuses_a_damaged_state_in_one_line(tmp_path, case):
+    change, needle = SPOILED[case]
+    state = good_state(tmp_path)
+    if isinstance(change, str):
+        model = dict(state["model"])
+        key = next(iter(model))
+        model = {"nan": {**model, key: model[key] * float("nan")}, "int": {**model, key: model[key].long()},
+                 "extra": {**model, "extra.weight": torch.zeros(2)},
+                 "shape": {**model, key: torch.zeros(3, 3)}}[change]
+        state = spoil(state, model=model)
+    else:
+        state = spoil(state, **change)
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save(state, out / "state.pt")
+    with pytest.raises(ValueError) as info:
+        train(ToyTask(), toy_config(), out, resume=True)
+    message = str(info.value)
+    assert needle in message and message.startswith("cannot resume") and "\n" not in message, message
+    assert sorted(p.name for p in out.iterdir()) == sorted([LOCK, "state.pt"])  # nothing else written
+
+
+@pytest.mark.parametrize("payload", [b"", os.urandom(4096), b"PK\x03\x04" + os.urandom(200)])
+def test_resume_refuses_random_bytes_in_one_line(tmp_path, payload):
+    (tmp_path / "state.pt").write_bytes(payload)
+    with pytest.raises(ValueError, match="not a readable training state") as info:
+        train(ToyTask(), toy_config(), tmp_path, resume=True)
+    assert "\n" not in str(info.value)
+
+
+def test_resume_with_another_model_says_what_differs(tmp_path):
+    from riid.autoencoder import RIAE
+    from riid.presets import AUTOENCODER_PRESETS
+    from riid.tasks import AutoencoderTask
+
+    images, _ = load_mnist("train", root="fixture", limit=16)
+    tiny = AUTOENCODER_PRESETS["tiny"]
+    train(AutoencoderTask(RIAE(tiny), images, batch_size=2, points=8), toy_config(steps=1), tmp_path)
+    other = AutoencoderTask(RIAE(dataclasses.replace(tiny, dim=8, heads=1)), images, batch_size=2, points=8)
+    with pytest.raises(ValueError) as info:
+        train(other, toy_config(steps=2), tmp_path, resume=True)
+    message = str(info.value)
+    assert "another model" in message and "dim 16 here 8" in message and "heads 2 here 1" in message
+    assert "\n" not in message and "--preset" in message
+
+
+def test_resume_of_another_task_names_both(tmp_path):
+    train(ToyTask(), toy_config(steps=2), tmp_path)
+    other = ToyTask()
+    other.name = "diffuser"
+    with pytest.raises(ValueError, match="it saved the training of the toy, this run trains the diffuser"):
+        train(other, toy_config(steps=4), tmp_path, resume=True)
+
+
+def test_resume_with_another_seed_is_refused(tmp_path):
+    train(ToyTask(), toy_config(steps=2), tmp_path)
+    with pytest.raises(ValueError, match="seeded with 0, not 3"):
+        train(ToyTask(), toy_config(steps=4, seed=3), tmp_path, resume=True)
+
+
+def test_resume_applies_the_learning_rate_it_is_given(tmp_path):
+    """--resume --lr X trains on with X (from the saved step of the schedule) and records X."""
+    train(ToyTask(), toy_config(steps=10), tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "state.pt").write_bytes((tmp_path / "a" / "state.pt").read_bytes())
+    same = train(ToyTask(), toy_config(steps=20), tmp_path / "a", resume=True)
+    changed = train(ToyTask(), toy_config(steps=20, lr=1e-4, weight_decay=0.5), tmp_path / "b", resume=True)
+    assert same["steps"] == changed["steps"] == 20
+    config = toy_config(steps=20, lr=1e-4)
+    state = load_state(tmp_path / "b" / "state.pt")
+    group = state["optimizer"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(1e-4 * lr_factor(20, config), rel=1e-12)
+    assert group["initial_lr"] == 1e-4 and group["weight_decay"] == 0.5
+    assert json.loads((tmp_path / "b" / "train_config.json").read_text())["lr"] == 1e-4
+    a, b = load_state(tmp_path / "a" / "state.pt"), state
+    assert [h["loss"] for h in a["history"][:10]] == [h["loss"] for h in b["history"][:10]]
+    assert a["history"][12]["loss"] != b["history"][12]["loss"]  # the new rate really trained
+
+
+BAD_CONFIGS = [dict(steps=0), dict(steps=1.5), dict(batch_size=0), dict(lr=0.0), dict(lr=float("inf")),
+               dict(lr=float("nan")), dict(lr=1e6), dict(lr=-1e-3), dict(warmup=-1), dict(ema_decay=float("nan")),
+               dict(ema_decay=1.5), dict(save_every_s=float("nan")), dict(save_every_s=-1.0),
+               dict(save_every_steps=-2), dict(preview_every=0), dict(threads=-1), dict(grad_accum=0),
+               dict(grad_clip=0.0), dict(seed=-1), dict(weight_decay=float("inf")), dict(min_lr_ratio=2.0),
+               dict(lr="1e-3")]
+
+
+@pytest.mark.parametrize("bad", BAD_CONFIGS, ids=lambda d: "-".join(f"{k}={v!r}" for k, v in d.items()))
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, bad):
+    with pytest.raises(ValueError) as info:
+        train(ToyTask(), toy_config(**bad), tmp_path / "out")
+    assert next(iter(bad)) in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["a-file", "under-a-file", "empty", "proc", "number"])
+def test_bad_output_folders_are_refused(tmp_path, where):
+    (tmp_path / "f").write_text("x")
+    out = {"a-file": tmp_path / "f", "under-a-file": tmp_path / "f" / "run", "empty": "",
+           "proc": Path("/proc/riid-test-run"), "number": 5}[where]
+    with pytest.raises(ValueError, match="output folder|path") as info:
+        train(ToyTask(), toy_config(steps=2), out)
+    assert "\n" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"] and (tmp_path / "f").read_text() == "x"
+
+
+def test_a_full_disk_is_refused_up_front(tmp_path, monkeypatch):
+    import shutil
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    with pytest.raises(ValueError, match="MiB needed, only 0.0 MiB free"):
+        train(ToyTask(), toy_config(steps=2), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_folder_lock_refuses_a_second_run_and_passes_to_the_next(tmp_path):
+    with FolderLock(tmp_path):  # as a live run holds it
+        with pytest.raises(ValueError, match=f"another training run \\(pid {os.getpid()}\\) is writing to"):
+            train(ToyTask(), toy_config(steps=2), tmp_path)
+        assert not (tmp_path / "state.pt").exists()
+    (tmp_path / LOCK).write_text("999999999\n")  # left by a killed run: the kernel lock went with it
+    assert train(ToyTask(), toy_config(steps=2), tmp_path)["steps"] == 2
+    assert (tmp_path / LOCK).read_text() == f"{os.getpid()}\n"
 
 
 class Trap:
@@ -240,73 +420,16 @@ def test_dropped_labels_train_the_null_condition():
         assert torch.equal(dropped[:2], loss([-1, -1, 3], [False, False, False])[:2])  # dropped = the null label
 
 
-# ---- SIGKILL a real run and resume it -----------------------------------------------------
+def test_the_same_command_and_seed_give_bitwise_identical_weights(tmp_path):
+    """The model is built after the seed is set: two runs export the same bytes, another seed does not."""
+    def run(name, seed):
+        argv = ["train-autoencoder", "--out", str(tmp_path / name), "--preset", "tiny", "--data-root", "fixture",
+                "--limit", "32", "--steps", "3", "--batch-size", "2", "--warmup", "1", "--threads", "1",
+                "--preview-every", "1000", "--seed", str(seed)]
+        assert cli.main(argv) == 0
+        torch.manual_seed(12345)  # whatever state the process is in, the run does not depend on it
+        return (tmp_path / name / "autoencoder" / "model.safetensors").read_bytes()
 
-PROGRESS = re.compile(r"(\d+)/(\d+) \[")
-
-
-def progress(stderr: str) -> list[int]:
-    """The step counts tqdm printed, in order."""
-    return [int(m.group(1)) for m in PROGRESS.finditer(stderr)]
-
-
-def test_sigkill_then_resume_loses_only_the_steps_since_the_last_save(tmp_path, python, subprocess_env):
-    out = tmp_path / "run"
-    steps = 400
-    argv = [python, "-m", "riid.cli", "train-autoencoder", "--out", str(out), "--preset", "tiny", "--data-root",
-            "fixture", "--limit", "200", "--steps", str(steps), "--batch-size", "4", "--save-every", "0.5",
-            "--preview-every", "100000", "--warmup", "10", "--threads", "1"]
-    log = tmp_path / "first.err"
-    with open(log, "w") as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=subprocess_env)
-        try:
-            deadline = time.time() + 600  # generous: on a loaded machine start-up alone can take minutes
-            while not (out / "state.pt").exists():
-                assert proc.poll() is None, f"training ended early: {log.read_text()[-2000:]}"
-                assert time.time() < deadline, "no state.pt after 600 s"
-                time.sleep(0.05)
-            time.sleep(0.8)  # a few more steps, probably another save, then a kill at an arbitrary moment
-            assert proc.poll() is None, "the run finished before it could be killed; raise --steps"
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(timeout=30) == -signal.SIGKILL
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-    # what the kill left behind is consistent: the state loads, and so does the export once both its files exist
-    # (a kill between the first state.pt and the first export may leave the export incomplete, never corrupt)
-    saved = load_state(out / "state.pt")
-    saved_step = saved["step"]
-    assert 0 < saved_step < steps
-    assert [h["step"] for h in saved["history"]] == list(range(1, saved_step + 1))
-    assert max(progress(log.read_text()), default=0) < steps
-    export = out / "autoencoder"
-    if (export / "config.json").exists() and (export / "model.safetensors").exists():
-        load_model(export, "riae")
-
-    resumed = subprocess.run(argv + ["--resume"], capture_output=True, text=True, env=subprocess_env, timeout=900)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Traceback" not in resumed.stderr
-    counts = progress(resumed.stderr)
-    assert counts[0] == saved_step  # started from the saved step, not from 0
-    assert counts[-1] == steps
-
-    final = load_state(out / "state.pt")
-    assert final["step"] == steps
-    assert [h["step"] for h in final["history"]] == list(range(1, steps + 1))
-    assert final["history"][:saved_step] == saved["history"]  # the saved steps are kept, not redone
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == steps and math.isfinite(summary["final_loss"])
-
-    # no temporary files, and every file loads
-    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
-    model = load_model(out / "autoencoder", "riae")
-    with torch.no_grad():
-        assert model.decode(model.encode(torch.zeros(1, 1, 32, 32)), (8, 8)).shape == (1, 1, 8, 8)
-    for path in out.rglob("*"):
-        if path.suffix == ".json":
-            json.loads(path.read_text())
-        elif path.suffix == ".png":
-            with Image.open(path) as im:
-                im.verify()
+    a, b, c = run("a", 0), run("b", 0), run("c", 1)
+    assert a == b and a != c
+    assert load_state(tmp_path / "a" / "state.pt")["history"] == load_state(tmp_path / "b" / "state.pt")["history"]
