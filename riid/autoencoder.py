@@ -28,11 +28,19 @@ class RIAEConfig:
     decoder_blocks: int = 2  # self-attention blocks over latent tokens before pixels read them
     pixel_layers: int = 3  # rounds of (pixel → latent cross-attention, per-pixel MLP)
     mlp_ratio: int = 2
-    reduction: int = 4  # the latent side in training is about image side / reduction (see riid.tasks)
+    # the latent side in training is about image side / reduction (see riid.tasks)
+    reduction: int = 4
     encode_fraction: float = 0.5  # share of an image's pixels its latent queries see in training
     decode_fraction: float = 0.75  # share of a latent's tokens its pixel queries see in training
-    latent_noise: float = 0.05  # Gaussian noise on the latent in training: a decoder robust to diffusion error
+    # Gaussian noise on the latent in training: a decoder robust to diffusion error
+    latent_noise: float = 0.05
 
+
+# The grid the decoder reads the image function on: its shorter side at least the 32 px the digits
+# were learnt at (smaller outputs are area-averaged from it, as real digits are resized), its longer
+# side at most 256 px (larger outputs are resized bicubically: the function holds no finer detail;
+# README, "How it works").
+READ_SIDES = (32, 256)
 
 # Initial widths (relative image units; the long side is 1) of the heads' locality bias.
 CROSS_SIGMAS = (0.03, 0.25)  # pixel ↔ latent reads: from about one pixel to a quarter of the image
@@ -71,7 +79,15 @@ def fitted_size(latent_size, output_size) -> tuple[int, int]:
     return inner_h, inner_w
 
 
-class RIAE(nn.Module):
+def read_size(height: int, width: int) -> tuple[int, int]:
+    """The grid riid.pipeline reads an output of height×width from the decoder on (see READ_SIDES)."""
+    scale = max(1.0, READ_SIDES[0] / min(height, width))
+    if max(height, width) * scale > READ_SIDES[1]:
+        scale = READ_SIDES[1] / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+
     def __init__(self, config: RIAEConfig):
         super().__init__()
         self.config = c = config
@@ -95,7 +111,9 @@ class RIAE(nn.Module):
     def _check_grid(self, name: str, x: torch.Tensor, channels: int, high: int) -> torch.Tensor:
         x = check_tensor(name, x, self.to_latent.weight.dtype)
         if x.ndim != 4 or x.shape[1] != channels:
-            raise ValueError(f"{name} must be a tensor [batch, {channels}, height, width], got {tuple(x.shape)}")
+            raise ValueError(
+                f"{name} must be a tensor [batch, {channels}, height, width], got {tuple(x.shape)}"
+            )
         check_size(f"{name} size", tuple(x.shape[-2:]), high)
         if x.shape[0] < 1:
             raise ValueError(f"{name} batch must hold at least one item")
@@ -103,7 +121,13 @@ class RIAE(nn.Module):
 
     def encoder_modules(self) -> list[nn.Module]:
         """The modules that make the latent; freezing them keeps a trained diffuser's latent space valid."""
-        return [self.pixel_in, self.latent_query, self.encode_cross, self.encode_blocks, self.to_latent]
+        return [
+            self.pixel_in,
+            self.latent_query,
+            self.encode_cross,
+            self.encode_blocks,
+            self.to_latent,
+        ]
 
     def encode(self, image: torch.Tensor, latent_size, fraction: float = 1.0,
                jitter: bool | None = None) -> torch.Tensor:
@@ -124,7 +148,9 @@ class RIAE(nn.Module):
         pixels = self.pixel_in(colours, fourier_features(pixel_pos))  # [B, HW, D]
         queries = self.latent_query(fourier_features(latent_pos))  # [B, hw, D]
         pixels, pixel_xy = random_subset(fraction, pixels, pixel_pos[..., :2])
-        x = self.encode_cross(queries, (latent_pos[..., :2], pixel_xy), kv=self.encode_cross.context_kv(pixels))
+        x = self.encode_cross(
+            queries, (latent_pos[..., :2], pixel_xy), kv=self.encode_cross.context_kv(pixels)
+        )
         for block in self.encode_blocks:
             x = block(x, (latent_pos[..., :2], latent_pos[..., :2]))
         latent = nn.functional.layer_norm(self.to_latent(x), (self.config.latent_channels,))
@@ -151,7 +177,9 @@ class RIAE(nn.Module):
         latent = self._check_grid("latent", latent, self.config.latent_channels, LIMITS.latent_side)
         coords = check_tensor("coords", coords, latent.dtype)
         if coords.ndim != 3 or coords.shape[-1] != 4 or coords.shape[0] != latent.shape[0]:
-            raise ValueError(f"coords must be [{latent.shape[0]}, points, 4], got {tuple(coords.shape)}")
+            raise ValueError(
+                f"coords must be [{latent.shape[0]}, points, 4], got {tuple(coords.shape)}"
+            )
         fraction = check_fraction("fraction", fraction)
         chunk = check_int("chunk", chunk, 1, 1 << 24)
         kvs, latent_xy = self._latent_context(latent, fraction)
@@ -164,7 +192,9 @@ class RIAE(nn.Module):
             pieces.append(self.to_pixels(q))  # [B, n, C]
         return torch.cat(pieces, dim=1)
 
-    def decode(self, latent: torch.Tensor, output_size, fraction: float = 1.0, chunk: int = 16384) -> torch.Tensor:
+    def decode(
+        self, latent: torch.Tensor, output_size, fraction: float = 1.0, chunk: int = 16384
+    ) -> torch.Tensor:
         """latent [B, Cl, h, w] → image [B, C, H, W] at any (H, W), never stretched.
 
         An output of the latent's aspect ratio is read out whole. Another aspect ratio gets the latent's
@@ -177,9 +207,13 @@ class RIAE(nn.Module):
         inner_h, inner_w = fitted_size(latent.shape[-2:], (height, width))
         coords = dual_coords(inner_h, inner_w, latent.shape[0], self.training, device=latent.device,
                              dtype=latent.dtype)
-        pixels = rearrange(self.decode_at(latent, coords, fraction, chunk), "b (h w) c -> b c h w", h=inner_h)
+        pixels = rearrange(
+            self.decode_at(latent, coords, fraction, chunk), "b (h w) c -> b c h w", h=inner_h
+        )
         top, left = (height - inner_h) // 2, (width - inner_w) // 2
-        return F.pad(pixels, (left, width - inner_w - left, top, height - inner_h - top), value=-1.0)
+        return F.pad(
+            pixels, (left, width - inner_w - left, top, height - inner_h - top), value=-1.0
+        )
 
     def forward(self, image: torch.Tensor, latent_size, coords: torch.Tensor,
                 train_encoder: bool = True) -> torch.Tensor:
@@ -189,7 +223,9 @@ class RIAE(nn.Module):
         jitter), so a decoder fine-tuned this way learns the very latents a diffuser generates.
         """
         if train_encoder:
-            latent = self.encode(image, latent_size, self.config.encode_fraction if self.training else 1.0)
+            latent = self.encode(
+                image, latent_size, self.config.encode_fraction if self.training else 1.0
+            )
         else:
             with torch.no_grad():
                 latent = self.encode(image, latent_size, jitter=False)

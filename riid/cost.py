@@ -14,19 +14,22 @@ import math
 import os
 
 from .attention import query_chunk, score_matrices
-from .autoencoder import fitted_size
+from .autoencoder import fitted_size, read_size
 
 GIB = 2**30
 DEFAULT_BUDGET_GB = 4.0
 MEMORY_ENV = "RIID_MEMORY_BUDGET_GB"
 DEFAULT_TIME_LIMIT_S = 600.0
 TIME_ENV = "RIID_TIME_LIMIT_S"
-FLOP_RATE = 18e9  # float32 FLOP/s a request reached on the 2-core reference CPU (50 digits at 128 px: 112 CPU s)
+# float32 FLOP/s a request reached on the 2-core reference CPU (50 digits at 128 px: 112 CPU s)
+FLOP_RATE = 18e9
 FLOAT = 4  # bytes per float32
 
-DIFFUSER_TENSORS = 20  # [2n, hw, D] tensors alive in one R2ID block (attention, FFN hidden, residuals)
+# [2n, hw, D] tensors alive in one R2ID block (attention, FFN hidden, residuals)
+DIFFUSER_TENSORS = 20
 DECODER_TENSORS = 12  # [n, chunk, D] tensors alive in one RIAE pixel layer
-ENCODER_TENSORS = 5  # [n, HW, D] tensors of the pixel tokens RIAE.encode reads (tokens, norm, keys, values)
+# [n, HW, D] tensors of the pixel tokens RIAE.encode reads (tokens, norm, keys, values)
+ENCODER_TENSORS = 5
 LATENT_TENSORS = 12  # [n, hw, D] tensors in RIAE's latent blocks
 BYTES_PER_OUTPUT_PIXEL = 64
 DECODE_CHUNK = 16384  # RIAE.decode's default query chunk
@@ -34,8 +37,6 @@ DECODE_CHUNK = 16384  # RIAE.decode's default query chunk
 
 def _read_pixels(height: int, width: int, latent_h: int, latent_w: int) -> int:
     """Output pixels the decoder actually queries (see RIAE.decode)."""
-    from .pipeline import read_size  # the pipeline imports this module
-
     h, w = read_size(*fitted_size((latent_h, latent_w), (height, width)))
     return h * w
 
@@ -54,17 +55,29 @@ def peak_bytes(pipeline, n: int, height: int, width: int, latent_h: int, latent_
     of diffusion with classifier-free guidance (2n rows in the decoder blocks).
     """
     ae, diff = pipeline.autoencoder.config, pipeline.diffuser.config
-    tokens, pixels, read = latent_h * latent_w, height * width, _read_pixels(height, width, latent_h, latent_w)
+    tokens, pixels, read = (
+        latent_h * latent_w,
+        height * width,
+        _read_pixels(height, width, latent_h, latent_w),
+    )
     if input_size is None:
-        group = math.ceil(tokens / max(1, min(clouds, tokens)))  # cloud attention: one group at a time
-        make_latents = DIFFUSER_TENSORS * 2 * n * tokens * diff.dim * FLOAT + _scores(2 * n, diff.heads, group, group)
+        # cloud attention: one group at a time
+        group = math.ceil(tokens / max(1, min(clouds, tokens)))
+        make_latents = DIFFUSER_TENSORS * 2 * n * tokens * diff.dim * FLOAT + _scores(
+            2 * n, diff.heads, group, group
+        )
     else:
         in_pixels = input_size[0] * input_size[1]
-        make_latents = (ENCODER_TENSORS * ae.dim + 96) * n * in_pixels * FLOAT + _scores(n, ae.heads, tokens, in_pixels)
-    latent_blocks = LATENT_TENSORS * n * tokens * ae.dim * FLOAT + _scores(n, ae.heads, tokens, tokens)
+        make_latents = (ENCODER_TENSORS * ae.dim + 96) * n * in_pixels * FLOAT + _scores(
+            n, ae.heads, tokens, in_pixels
+        )
+    latent_blocks = LATENT_TENSORS * n * tokens * ae.dim * FLOAT + _scores(
+        n, ae.heads, tokens, tokens
+    )
     queries = min(DECODE_CHUNK, read)
     decode_chunk = (DECODER_TENSORS * n * queries * ae.dim * FLOAT
-                    + 2 * ae.pixel_layers * n * tokens * ae.dim * FLOAT  # keys and values kept for every chunk
+                    # keys and values kept for every chunk
+                    + 2 * ae.pixel_layers * n * tokens * ae.dim * FLOAT
                     + _scores(n, ae.heads, queries, tokens))
     return int(max(make_latents, latent_blocks, decode_chunk) + BYTES_PER_OUTPUT_PIXEL * n * pixels)
 
@@ -84,13 +97,18 @@ def flops(pipeline, n: int, height: int, width: int, latent_h: int, latent_w: in
     else:
         in_pixels = input_size[0] * input_size[1]
         make = n * (layer(tokens, in_pixels, ae.dim, ae.mlp_ratio) + 2 * in_pixels * 88 * ae.dim)
-    decode = n * (ae.pixel_layers * layer(pixels, tokens, ae.dim, ae.mlp_ratio) + 2 * pixels * 88 * ae.dim)
+    decode = n * (
+        ae.pixel_layers * layer(pixels, tokens, ae.dim, ae.mlp_ratio) + 2 * pixels * 88 * ae.dim
+    )
     return float(make + decode)
 
 
 def seconds(pipeline, n: int, s, input_size: tuple[int, int] | None = None) -> float:
     """Estimated wall time of ``n`` images with settings ``s`` (riid.pipeline.Settings) on the reference CPU."""
-    return flops(pipeline, n, s.height, s.width, s.latent_height, s.latent_width, s.steps, input_size) / FLOP_RATE
+    return (
+        flops(pipeline, n, s.height, s.width, s.latent_height, s.latent_width, s.steps, input_size)
+        / FLOP_RATE
+    )
 
 
 def _env_number(name: str, default: float) -> float:
@@ -108,7 +126,9 @@ def _env_number(name: str, default: float) -> float:
 
 def memory_budget_bytes(budget_gb: float | None = None) -> int:
     """``budget_gb``, else $RIID_MEMORY_BUDGET_GB, else 4 GiB, in bytes."""
-    return int((budget_gb if budget_gb is not None else _env_number(MEMORY_ENV, DEFAULT_BUDGET_GB)) * GIB)
+    return int(
+        (budget_gb if budget_gb is not None else _env_number(MEMORY_ENV, DEFAULT_BUDGET_GB)) * GIB
+    )
 
 
 def time_limit_s(limit_s: float | None = None) -> float:
@@ -119,14 +139,30 @@ def time_limit_s(limit_s: float | None = None) -> float:
 def images_per_batch(pipeline, s, budget_gb: float | None = None, input_size=None) -> int:
     """The most images of one request that fit the memory budget at once; ValueError if not even one does."""
     budget = memory_budget_bytes(budget_gb)
-    one = peak_bytes(pipeline, 1, s.height, s.width, s.latent_height, s.latent_width, input_size, s.clouds)
+    one = peak_bytes(
+        pipeline, 1, s.height, s.width, s.latent_height, s.latent_width, input_size, s.clouds
+    )
     if one > budget:
-        raise ValueError(f"one {s.height}x{s.width} image from a {s.latent_height}x{s.latent_width} latent needs "
-                         f"~{one / GIB:.2f} GiB, above the memory budget of {budget / GIB:.2f} GiB; "
-                         "choose a smaller output or latent")
+        raise ValueError(
+            f"one {s.height}x{s.width} image from a {s.latent_height}x{s.latent_width} latent needs "
+            f"~{one / GIB:.2f} GiB, above the memory budget of {budget / GIB:.2f} GiB; "
+            "choose a smaller output or latent"
+        )
     n = 1
-    while n < 4096 and peak_bytes(pipeline, 2 * n, s.height, s.width, s.latent_height, s.latent_width,
-                                  input_size, s.clouds) <= budget:
+    while (
+        n < 4096
+        and peak_bytes(
+            pipeline,
+            2 * n,
+            s.height,
+            s.width,
+            s.latent_height,
+            s.latent_width,
+            input_size,
+            s.clouds,
+        )
+        <= budget
+    ):
         n *= 2
     return n
 
@@ -135,6 +171,8 @@ def check_time(pipeline, n: int, s, limit_s: float | None = None, input_size=Non
     """Estimated seconds of the request; ValueError naming the limit if it is above it."""
     need, limit = seconds(pipeline, n, s, input_size), time_limit_s(limit_s)
     if need > limit:
-        raise ValueError(f"this request would take about {need:.0f} s, above the limit of {limit:.0f} s; "
-                         "ask for fewer images, fewer steps or a smaller output")
+        raise ValueError(
+            f"this request would take about {need:.0f} s, above the limit of {limit:.0f} s; "
+            "ask for fewer images, fewer steps or a smaller output"
+        )
     return need

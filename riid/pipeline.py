@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from . import cost
-from .autoencoder import RIAE, fitted_size
+from .autoencoder import RIAE, fitted_size, read_size
 from .checkpoint import load_model, save_model
 from .diffuser import R2ID, LabelConditioner
 from .images import resize
@@ -19,11 +19,8 @@ from .schedule import check_spacing, log_snr, sampling_alpha_bars
 from .validate import LIMITS, Limits, check_callback, check_float, check_int, check_size, check_tensor
 
 CHECKPOINT_ENV = "RIID_CHECKPOINTS"
-LATENT_SHORT_SIDE = 12  # latent tokens across a digit's shorter side, whatever the output resolution (README)
-# The grid the decoder reads the image function on: its shorter side at least the 32 px the digits were learnt
-# at (smaller outputs are area-averaged from it, as real digits are resized), its longer side at most 256 px
-# (larger outputs are resized bicubically: the function holds no finer detail; README, "How it works").
-READ_SIDES = (32, 256)
+# latent tokens across a digit's shorter side, whatever the output resolution (README)
+LATENT_SHORT_SIDE = 12
 
 
 def default_checkpoint() -> Path:
@@ -43,7 +40,8 @@ class Settings:
     latent_width: int = LATENT_SHORT_SIDE
     steps: int = 20
     cfg: float = 2.25  # 3 gives surer but less varied digits
-    cfg_from: float = -2.3  # guide only steps at log-SNR >= this; the noisiest use the label alone (more varied)
+    # guide only steps at log-SNR >= this; the noisiest use the label alone (more varied)
+    cfg_from: float = -2.3
     sampler: str = "dpmpp"
     spacing: str = "logsnr"  # steps even in log-SNR: a sharper last step than even time steps
     eta: float = 0.0  # DDIM only: 0 deterministic, 1 DDPM-like
@@ -65,14 +63,6 @@ def default_latent_size(height: int, width: int, limits: Limits = LIMITS) -> tup
     aspect kept where the longer side would pass ``limits.latent_side``."""
     height, width = check_size("output size", (height, width), limits.side)
     scale = min(LATENT_SHORT_SIDE / min(height, width), limits.latent_side / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def read_size(height: int, width: int) -> tuple[int, int]:
-    """The grid an output of height×width is read from the decoder on (see READ_SIDES)."""
-    scale = max(1.0, READ_SIDES[0] / min(height, width))
-    if max(height, width) * scale > READ_SIDES[1]:
-        scale = READ_SIDES[1] / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -133,7 +123,8 @@ class Pipeline:
             return torch.stack([torch.randn(shape, generator=g) for g in generators])
 
         def denoiser(x, alpha_bar):
-            if float(log_snr(alpha_bar[0].double())) < s.cfg_from:  # a noisy step: the label alone, no guidance
+            # a noisy step: the label alone, no guidance
+            if float(log_snr(alpha_bar[0].double())) < s.cfg_from:
                 return self.diffuser(x, alpha_bar, [cond], s.clouds, generator=generators[0])[0]
             eps_cond, eps_null = self.diffuser(x, alpha_bar, [cond, null], s.clouds, generator=generators[0])
             return eps_null + s.cfg * (eps_cond - eps_null)
@@ -148,7 +139,8 @@ class Pipeline:
         latents = check_tensor("latents", latents, self.autoencoder.to_latent.weight.dtype)
         if latents.ndim != 4:
             raise ValueError(f"latents must be [batch, channels, height, width], got {tuple(latents.shape)}")
-        inner = fitted_size(latents.shape[-2:], (height, width))  # the unstretched digit; the rest is background
+        # the unstretched digit; the rest is background
+        inner = fitted_size(latents.shape[-2:], (height, width))
         read = read_size(*inner)
         images = resize(self.autoencoder.decode(latents, read).clamp(-1, 1), *inner)
         top, left = (height - inner[0]) // 2, (width - inner[1]) // 2

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from riid import cost
-from riid.autoencoder import fitted_size
+from riid.autoencoder import READ_SIDES, fitted_size, read_size
 from riid.images import resize
-from riid.pipeline import DEFAULTS, LATENT_SHORT_SIDE, READ_SIDES, Settings, default_latent_size, read_size
+from riid.pipeline import DEFAULTS, LATENT_SHORT_SIDE, Settings, default_latent_size
 from riid.validate import LIMITS
 
 
