@@ -1,63 +1,73 @@
 """riid in the browser: generate digits at any size and aspect ratio, and resample drawn or uploaded digits.
 
-Run ``python app.py`` (also the Hugging Face Spaces entry point). The weights come from
-$RIID_CHECKPOINT, else the shipped ``checkpoints/`` folder; $GRADIO_SERVER_NAME and
-$GRADIO_SERVER_PORT choose the address (Gradio reads them), $RIID_MEMORY_BUDGET_GB the memory guard.
+Run ``python app.py`` (also the Hugging Face Spaces entry point). Settings, all optional:
 
-Every value is checked here on the server, since the HTTP API can be called without the page's
-sliders: both model events take their inputs raw (``preprocess=False``) so that a bad value, of
-whatever type, reaches :mod:`riid.validate` and comes back as a message naming the allowed range.
+- $RIID_CHECKPOINTS: the pipeline folder (default: the shipped weights, see riid.pipeline.default_checkpoint);
+- $RIID_APP_TIME_LIMIT_S: the most seconds one request may take (default 60): longer ones are refused
+  before they start (riid.cost estimates them) and stopped if they run past it anyway;
+- $RIID_MEMORY_BUDGET_GB: the memory one request may use (riid.cost, default 4); larger requests run in batches;
+- $GRADIO_SERVER_NAME and $GRADIO_SERVER_PORT: the address (Gradio reads them).
+
+Every rule (defaults, limits, the latent size of an output, costs) comes from the library; the app only passes
+its tighter ``APP_LIMITS``. Every value is checked on the server, since the HTTP API can be called without the
+page: the model events take their inputs raw (``preprocess=False``), so that a bad value of any type reaches
+:mod:`riid.validate` and comes back as one line naming the allowed range.
+
+One CPU serves every visitor, so requests run in two lanes of one request each: quick ones (estimated under
+``QUICK_S``) never wait behind a long one, and the Stop button ends a running request at its next step.
 """
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import functools
 import io
-import json
 import math
 import os
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import torch
 from gradio.components.image_editor import EditorData
+from gradio.processing_utils import save_bytes_to_cache
+from gradio.utils import get_upload_folder
 from PIL import Image, ImageOps
 
-from riid import memory
-from riid.images import grid, to_uint8
-from riid.pipeline import (DEFAULT_CFG, DEFAULT_CFG_FROM, DEFAULT_CHECKPOINT, DEFAULT_SPACING, DEFAULT_STEPS, MAX_SEED,
-                           MIN_LATENT_SIDE, Pipeline, load_pipeline)
+from riid import cost
+from riid.autoencoder import fitted_size
+from riid.coords import dual_coords
+from riid.data import canvas
+from riid.images import grid, resize, to_uint8
+from riid.pipeline import DEFAULTS, Pipeline, default_checkpoint, default_latent_size, load_pipeline
 from riid.samplers import SAMPLERS
 from riid.schedule import SPACINGS
-from riid.validate import MAX_IMAGE_SIDE, check_float, check_int
+from riid.validate import LIMITS, check_int
 
-# The app's own limits, tighter than the library's: one shared CPU serves every visitor.
-MAX_SIDE = 1024
-MAX_LATENT = 64
-MAX_IMAGES = 16
-MAX_STEPS = 100
-MAX_GUIDANCE = 10.0
-MAX_ETA = 3.0
-MAX_GUIDANCE_FROM = 5.0  # log-SNR; the sampling schedule spans about ±4.6
-MAX_INPUT_SIDE = MAX_IMAGE_SIDE  # uploads larger than this per side are refused
+# The app's limits: one shared CPU serves every visitor.
+APP_LIMITS = dataclasses.replace(LIMITS, side=1024, latent_side=64, images=16, steps=100, cfg=10.0, eta=3.0,
+                                 cfg_from=5.0)
+TIME_LIMIT_ENV = "RIID_APP_TIME_LIMIT_S"
+DEFAULT_TIME_LIMIT_S = 60.0
+QUICK_S = 10.0  # estimated seconds up to which a request takes the quick lane (all ten digits at 32 px do)
+UPLOAD_SIZE_LIMIT = "20mb"  # Gradio refuses larger files before they reach the app
 ENCODE_SIDE = 128  # uploads are reduced to at most this per side before encoding: digits hold no finer detail
-AUTO_LATENT_SIDE = 20  # automatic latent size: the pipeline's default, scaled down to at most this per side
-# (20 keeps the CLI's latents for 3:5 and 5:3 digits up to 48×80, e.g. 12×20 at 24×40)
 PREVIEW_SIDE = 96  # trajectory frames are decoded at this longer side
 ALL_DIGITS = "all ten"
-DIGIT_CHOICES = [ALL_DIGITS] + [str(d) for d in range(10)]
-ASPECTS = ["free", "1:1", "3:4", "4:3", "3:5", "5:3", "9:16", "16:9"]  # width:height
+DIGIT_CHOICES = [str(d) for d in range(10)] + [ALL_DIGITS]
+ASPECTS = ["1:1", "3:4", "4:3", "3:5", "5:3", "9:16", "16:9", "1:3", "3:1", "free"]  # height:width, as the README
+
+# The examples, shown on the page and computed once at start (the first is what a visitor sees first):
+# digit, height, width, images, seed; the rest of a request is the library's defaults.
+EXAMPLES = [("3", 32, 32, 4, 0), (ALL_DIGITS, 32, 32, 1, 1), ("7", 32, 96, 1, 2), ("2", 96, 32, 1, 3),
+            ("5", 48, 80, 1, 4), ("8", 128, 128, 1, 5)]
+FIRST = EXAMPLES[0]
 
 _pipeline: Pipeline | None = None
 _pipeline_lock = threading.Lock()
-
-
-def checkpoint_folder() -> Path:
-    return Path(os.environ.get("RIID_CHECKPOINT") or DEFAULT_CHECKPOINT)
 
 
 def get_pipeline() -> Pipeline:
@@ -65,32 +75,163 @@ def get_pipeline() -> Pipeline:
     global _pipeline
     with _pipeline_lock:
         if _pipeline is None:
-            _pipeline = load_pipeline(checkpoint_folder())
+            _pipeline = load_pipeline()
         return _pipeline
 
 
+def time_limit_s() -> float:
+    """$RIID_APP_TIME_LIMIT_S, else 60 s (checked at start, so a visitor never meets a bad value)."""
+    raw = os.environ.get(TIME_LIMIT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_TIME_LIMIT_S
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"${TIME_LIMIT_ENV} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+class Stopped(Exception):
+    """A request ended by the Stop button."""
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def friendly_errors(fn):
-    """Turn the library's ValueErrors (and resource failures) into messages shown in the page or API reply."""
-    @functools.wraps(fn)  # keeps the signature: Gradio finds the gr.Progress parameter through it
+    """Every failure becomes one line in the page or the API reply, never a traceback or ``{"error": null}``."""
+    @functools.wraps(fn)  # keeps the signature: Gradio finds the gr.Request and gr.Progress parameters through it
     def wrapper(*args, **kwargs):
         try:
             with torch.inference_mode():
                 return fn(*args, **kwargs)
         except gr.Error:
             raise
+        except Stopped:
+            raise gr.Error("stopped", print_exception=False) from None
         except ValueError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise gr.Error(one_line(err), print_exception=False) from None
         except (MemoryError, RuntimeError) as err:
-            raise gr.Error(f"the request could not be completed ({type(err).__name__}: {err}); "
-                           "try a smaller size or fewer images") from None
+            raise gr.Error(f"the request could not be completed ({type(err).__name__}: {one_line(err, 160)}); "
+                           "try a smaller size or fewer images", print_exception=False) from None
+        except Exception as err:  # a value of a type the checks did not foresee (API callers send anything)
+            print(f"app.py: {fn.__name__} failed: {type(err).__name__}: {one_line(err, 160)}", flush=True)
+            raise gr.Error(f"the request could not be read ({type(err).__name__}: {one_line(err, 160)})",
+                           print_exception=False) from None
     return wrapper
 
 
-# --- parsing raw API values ---------------------------------------------------------------------------
+# --- scheduling: two lanes, and the Stop button ------------------------------------------------------------
+
+class Lane:
+    """One request at a time, first come first served; a request that is stopped while waiting leaves the line."""
+
+    def __init__(self, name: str, capacity: int):
+        self.name, self.capacity = name, capacity
+        self._line: list[threading.Event] = []  # each request's stop event, in order of arrival
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def turn(self, stop: threading.Event, waiting=lambda ahead: None):
+        with self._changed:
+            if len(self._line) >= self.capacity:
+                raise ValueError(f"the app is busy with {len(self._line)} {self.name} requests; "
+                                 "try again in a minute" + (" or ask for less" if self.name == "long" else ""))
+            self._line.append(stop)
+            try:
+                while self._line[0] is not stop:
+                    if stop.is_set():
+                        raise Stopped
+                    waiting(self._line.index(stop))
+                    self._changed.wait(0.25)
+            except BaseException:
+                self._line.remove(stop)
+                self._changed.notify_all()
+                raise
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._line.remove(stop)
+                self._changed.notify_all()
+
+
+QUICK_LANE, LONG_LANE = Lane("quick", 32), Lane("long", 4)
+
+
+class StopButtons:
+    """The stop events of each browser session's running requests: the Stop button sets them."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running: dict[str, set[threading.Event]] = {}
+
+    @contextlib.contextmanager
+    def watch(self, request: gr.Request | None):
+        session, stop = getattr(request, "session_hash", None) or "", threading.Event()
+        with self._lock:
+            self._running.setdefault(session, set()).add(stop)
+        try:
+            yield stop
+        finally:
+            with self._lock:
+                self._running[session].discard(stop)
+                if not self._running[session]:
+                    del self._running[session]
+
+    def stop(self, request: gr.Request | None) -> int:
+        with self._lock:
+            events = self._running.get(getattr(request, "session_hash", None) or "", set())
+            for event in events:
+                event.set()
+            return len(events)
+
+
+STOPS = StopButtons()
+
+
+def stop_requests(request: gr.Request = None) -> str:
+    """The Stop button (and the ``/stop`` API endpoint): end this session's requests at their next step."""
+    return "Stopped." if STOPS.stop(request) else "Nothing was running."
+
+
+@contextlib.contextmanager
+def scheduled(estimate: float, request: gr.Request | None, progress):
+    """Wait for the request's lane, then run it; yields its stop event."""
+    lane = QUICK_LANE if estimate <= QUICK_S else LONG_LANE
+    with STOPS.watch(request) as stop:
+        with lane.turn(stop, lambda ahead: progress(0, desc=f"waiting: {ahead} {lane.name} request(s) ahead")):
+            yield stop
+
+
+def check_cost(pipe: Pipeline, s, n: int, per_digit: int = 1, input_size=None) -> float:
+    """Estimated seconds of n images with settings s; refuses what does not fit in memory or in the time limit,
+    naming the nearest settings that do."""
+    cost.images_per_batch(pipe, s, input_size=input_size)  # refuses if not even one image fits the budget
+    limit = time_limit_s()
+    try:
+        return cost.check_time(pipe, n, s, limit, input_size)
+    except ValueError as err:
+        if input_size is not None:
+            raise
+        digits = n // per_digit
+        fit_n = max((k for k in range(1, per_digit) if cost.seconds(pipe, k * digits, s) <= limit), default=0)
+        fit_steps = max((k for k in range(1, s.steps)
+                         if cost.seconds(pipe, n, dataclasses.replace(s, steps=k)) <= limit), default=0)
+        fits = [f"{fit_n} image(s)" if fit_n else "", f"{fit_steps} steps" if fit_steps else ""]
+        fits = " or ".join(filter(None, fits))
+        raise ValueError(f"{err}{f' (at most {fits} fit these settings)' if fits else ''}") from None
+
+
+# --- parsing raw API values ----------------------------------------------------------------------------------
 
 def parse_digits(digit, n: int) -> list[int]:
     if isinstance(digit, str) and digit.strip().lower() in (ALL_DIGITS, "all"):
-        return [d for d in range(10) for _ in range(n)]
+        digits = [d for d in range(10) for _ in range(n)]
+        check_int(f"{ALL_DIGITS} × number of images", len(digits), 1, APP_LIMITS.images)
+        return digits
     if isinstance(digit, str) and digit.strip().isdigit():
         digit = int(digit.strip())
     return [check_int("digit", digit, 0, 9)] * n
@@ -102,42 +243,30 @@ def parse_bool(name: str, value) -> bool:
     raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
-def auto_latent_size(pipe: Pipeline, height: int, width: int) -> tuple[int, int]:
-    """The pipeline's default latent size (output / reduction, at least MIN_LATENT_SIDE on the shorter side), shrunk to
-    AUTO_LATENT_SIDE on the longer side.
-
-    Diffusion cost grows with the square of the latent tokens while the output size is free, so a large
-    image is drawn on a small latent and read out at full size by the autoencoder.
-    """
-    lh, lw = pipe.default_latent_size(height, width)
-    s = min(1.0, AUTO_LATENT_SIDE / max(lh, lw))
-    return max(1, round(lh * s)), max(1, round(lw * s))
+def parse_side(name: str, value) -> int:
+    """A side as typed: an emptied box is an error, never a silent 1."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(f"{name} is empty: enter a whole number from 1 to {APP_LIMITS.side}")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    return check_int(name, value, 1, APP_LIMITS.side)
 
 
 def parse_latent(auto, latent_h, latent_w):
-    """None for automatic, else the checked (height, width)."""
-    if parse_bool("auto latent size", auto):
-        return None
-    return (check_int("latent height", latent_h, 1, MAX_LATENT), check_int("latent width", latent_w, 1, MAX_LATENT))
+    """None for the automatic latent (the pipeline's rule), else the (height, width) given."""
+    return None if parse_bool("automatic latent size", auto) else (latent_h, latent_w)
 
 
 def parse_seed(seed) -> int:
     if isinstance(seed, str) and seed.strip().isdigit():
         seed = int(seed.strip())
-    return check_int("seed", seed, 0, MAX_SEED)
+    return check_int("seed", seed, 0, APP_LIMITS.seed)
 
 
-# --- pictures -----------------------------------------------------------------------------------------
+# --- pictures ----------------------------------------------------------------------------------------------
 
 def to_pil(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels, mode="L")
-
-
-def image_grid(images: torch.Tensor, nrow: int) -> Image.Image:
-    """One image is returned as it is (exactly H×W); several are tiled as the CLI's --grid tiles them."""
-    if images.shape[0] == 1:
-        return to_pil(to_uint8(images)[0])
-    return to_pil(grid(images, nrow))
 
 
 def latent_view(latent: torch.Tensor) -> Image.Image:
@@ -151,12 +280,43 @@ def latent_view(latent: torch.Tensor) -> Image.Image:
     return to_pil(grid(big, nrow=math.ceil(math.sqrt(c))))
 
 
+def animation(frames: torch.Tensor) -> str:
+    """Frames [F, 1, h, w] in [-1, 1] as a looping GIF in Gradio's cache (removed with it); returns its path."""
+    pictures = [to_pil(p) for p in to_uint8(frames)]
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], loop=0,
+                     duration=[250] * (len(pictures) - 1) + [1500])
+    return save_bytes_to_cache(buffer.getvalue(), "trajectory.gif", get_upload_folder())
+
+
 def preview_size(height: int, width: int) -> tuple[int, int]:
     s = PREVIEW_SIDE / max(height, width)
     return max(1, round(height * s)), max(1, round(width * s))
 
 
-# --- uploads ------------------------------------------------------------------------------------------
+def coordinate_figure() -> str:
+    """An SVG of the coordinate idea, drawn with riid.coords: an 8×8 pixel grid and a 3×3 latent grid place their
+    samples at the cell centres of one square, and a 3:5 image keeps the frame of its longer side."""
+    def dots(height, width, radius, style, left):
+        relative = dual_coords(height, width)[0, :, :2].tolist()  # (y, x) of every cell centre, longer side in ±½
+        return "".join(f'<circle cx="{left + 90 + 160 * x:.1f}" cy="{90 + 160 * y:.1f}" r="{radius}" {style}/>'
+                       for y, x in relative)
+
+    def square(left):
+        return (f'<rect x="{left + 10}" y="10" width="160" height="160" fill="none" stroke="#888" '
+                'stroke-dasharray="4 3"/>')
+
+    return ('<svg viewBox="0 0 380 200" width="380" xmlns="http://www.w3.org/2000/svg" font-size="11" '
+            'font-family="sans-serif">'
+            + square(0) + dots(8, 8, 2.5, 'fill="#999"', 0)
+            + dots(3, 3, 7, 'fill="none" stroke="#d33" stroke-width="2"', 0)
+            + square(200) + '<rect x="210" y="42" width="160" height="96" fill="#eef"/>'  # 3:5 spans ±0.3 across
+            + dots(6, 10, 2.5, 'fill="#35a"', 200)
+            + '<text x="10" y="190">8×8 pixels and a 3×3 latent, one square</text>'
+            + '<text x="215" y="190">a 3:5 image, nothing stretched</text></svg>')
+
+
+# --- uploads -------------------------------------------------------------------------------------------------
 
 def open_upload(payload) -> Image.Image:
     """A PIL image from an uploaded file payload (a path, a FileData dict, or a data: URL)."""
@@ -168,23 +328,27 @@ def open_upload(payload) -> Image.Image:
             payload = path
     if not isinstance(payload, (str, Path, io.BytesIO)):
         raise ValueError("the upload must be an image file")
+    too_large = f"the upload is too large: images up to {LIMITS.side}×{LIMITS.side} pixels can be resampled"
     try:
         image = Image.open(payload)
         width, height = image.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        raise ValueError(too_large) from None
+    except (OSError, SyntaxError, ValueError):
         raise ValueError("the upload is not an image this app can read (PNG, JPEG, WebP, GIF, BMP, TIFF ...)") \
             from None
-    if not (1 <= height <= MAX_INPUT_SIDE and 1 <= width <= MAX_INPUT_SIDE):
-        raise ValueError(f"uploaded images must be 1 to {MAX_INPUT_SIDE} pixels per side, got {width}×{height}")
+    if max(width, height) > LIMITS.side:
+        raise ValueError(f"{too_large}, got {width}×{height}")
     try:
         image.load()
     except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"the upload is a damaged image ({err})") from None
+        raise ValueError(f"the upload is a damaged image ({one_line(err, 100)})") from None
     return ImageOps.exif_transpose(image)
 
 
 def grayscale(image: Image.Image) -> np.ndarray:
-    """Any PIL mode → float grayscale [H, W] in [0, 1]; transparency is laid on the colour that contrasts with the ink."""
+    """Any PIL mode → float grayscale [H, W] in [0, 1]; transparency is laid on the colour that contrasts with the
+    ink."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         x = np.asarray(image, dtype=np.float64)
         top = x.max() if x.size else 0.0
@@ -222,10 +386,10 @@ def to_digit(gray: np.ndarray, frame: bool) -> np.ndarray:
             crop = gray[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
             ch, cw = crop.shape
             side = round(max(ch, cw) * 28 / 20)
-            canvas = np.zeros((side, side))
+            framed = np.zeros((side, side))
             y, x = (side - ch) // 2, (side - cw) // 2
-            canvas[y:y + ch, x:x + cw] = crop
-            gray = canvas
+            framed[y:y + ch, x:x + cw] = crop
+            gray = framed
     if max(gray.shape) > ENCODE_SIDE:
         s = ENCODE_SIDE / max(gray.shape)
         size = (max(1, round(gray.shape[1] * s)), max(1, round(gray.shape[0] * s)))
@@ -244,7 +408,7 @@ def sketch_image(payload) -> Image.Image | None:
     try:
         value = sketchpad.preprocess(EditorData.model_validate(payload))
     except (ValueError, TypeError, OSError) as err:
-        raise ValueError(f"the drawing could not be read ({err})") from None
+        raise ValueError(f"the drawing could not be read ({one_line(err, 100)})") from None
     composite = value.get("composite") if value else None
     if composite is None:
         return None
@@ -252,64 +416,104 @@ def sketch_image(payload) -> Image.Image | None:
     return None if hi - lo < 8 else composite
 
 
-# --- the two model events ------------------------------------------------------------------------------
+# --- the model events ----------------------------------------------------------------------------------------
+
+def parse_request(pipe: Pipeline, digit, height, width, guidance, steps, seed, n_images, auto_latent, latent_h,
+                  latent_w, guidance_from, sampler, spacing, eta, show_trajectory, show_latents):
+    """The raw inputs of ``generate`` checked: (digits, Settings, show trajectory, show latents)."""
+    digits = parse_digits(digit, check_int("number of images", n_images, 1, APP_LIMITS.images))
+    s = pipe.settings(parse_side("output height", height), parse_side("output width", width),
+                      latent_size=parse_latent(auto_latent, latent_h, latent_w), limits=APP_LIMITS, steps=steps,
+                      cfg=guidance, cfg_from=guidance_from, sampler=sampler, spacing=spacing, eta=eta,
+                      seed=parse_seed(seed))
+    return tuple(digits), s, parse_bool("show trajectory", show_trajectory), parse_bool("show latents", show_latents)
+
+
+EXAMPLE_RESULTS: dict = {}  # parse_request(example) → outputs, filled at start by cache_examples
+
 
 @friendly_errors
-def generate(digit, height, width, auto_latent, latent_h, latent_w, guidance, guidance_from, steps, sampler, spacing,
-             eta, seed, n_images, show_trajectory, show_latents, progress=gr.Progress()):
-    """Digits at any size: a grid of every image (one image is returned exactly height×width),
-    the optional x0 trajectory of the first image, the optional channels of its latent, and a summary."""
+def generate(digit, height, width, guidance, steps, seed, n_images, auto_latent, latent_h, latent_w, guidance_from,
+             sampler, spacing, eta, show_trajectory, show_latents, request: gr.Request = None,
+             progress=gr.Progress()):
+    """Digits at any size: a gallery of every image (each exactly height×width), the optional animation of the
+    first image's clean-image estimate while it is denoised, the optional channels of its latent, and a summary."""
     started = time.perf_counter()
-    height = check_int("output height", height, 1, MAX_SIDE)
-    width = check_int("output width", width, 1, MAX_SIDE)
-    latent = parse_latent(auto_latent, latent_h, latent_w)
-    cfg = check_float("guidance", guidance, 0.0, MAX_GUIDANCE)
-    cfg_from = check_float("guidance from log-SNR", guidance_from, -MAX_GUIDANCE_FROM, MAX_GUIDANCE_FROM)
-    steps = check_int("steps", steps, 1, MAX_STEPS)
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    eta = check_float("eta", eta, 0.0, MAX_ETA)
-    n = check_int("number of images", n_images, 1, MAX_IMAGES)
-    digits = parse_digits(digit, n)
-    trajectory, latents_wanted = parse_bool("show trajectory", show_trajectory), parse_bool("show latents", show_latents)
-
     pipe = get_pipeline()
-    latent = latent or auto_latent_size(pipe, height, width)
-    s = pipe.settings(height, width, latent, steps, cfg, eta, sampler, parse_seed(seed), spacing, cfg_from)
-    need = memory.check_memory(pipe, len(digits), s.height, s.width, s.latent_height, s.latent_width)
+    key = parse_request(pipe, digit, height, width, guidance, steps, seed, n_images, auto_latent, latent_h, latent_w,
+                        guidance_from, sampler, spacing, eta, show_trajectory, show_latents)
+    if key in EXAMPLE_RESULTS:
+        return EXAMPLE_RESULTS[key]
+    digits, s, trajectory, latents_wanted = key
+    estimate = check_cost(pipe, s, len(digits), len(digits) // len(set(digits)))
 
-    every = max(1, math.ceil(s.steps / 8))
-    frames = []
+    total = len(pipe.batch_sizes(len(digits), s)) * s.steps
+    every = max(1, math.ceil(s.steps / 12))
+    frames, first = [], {}
+    with scheduled(estimate, request, progress) as stop:
+        limit, began = time_limit_s(), time.monotonic()
 
-    def callback(i, x, x0):
-        progress((i + 1) / s.steps, desc=f"sampling step {i + 1}/{s.steps}")
-        if trajectory and (i % every == 0 or i == s.steps - 1):
-            frames.append(x0[:1].clone())
+        def callback(i, x, x0):
+            if stop.is_set():
+                raise Stopped
+            if time.monotonic() - began > limit:
+                raise ValueError(f"stopped at the time limit of {limit:g} s: ask for fewer images, fewer steps "
+                                 "or a smaller output")
+            progress((i + 1) / total, desc=f"sampling step {i + 1}/{total}")
+            if i < s.steps:  # the first batch holds the first image
+                if trajectory and (i % every == 0 or i == s.steps - 1):
+                    frames.append(x0[:1].clone())
+                first["latent"] = x[:1]
 
-    progress(0, desc="sampling")
-    latents = pipe.sample_latents(digits, s, callback=callback)
-    progress(1, desc="decoding")
-    images = pipe.decode(latents, s.height, s.width)
-    nrow = n if len(digits) > n else min(n, 10)  # all ten: one row per digit; else as `riid sample --grid`
-    out = image_grid(images, nrow)
+        progress(0, desc="sampling")
+        images = pipe.generate(digits, s, callback=callback)
+        progress(1, desc="decoding")
+        animated = animation(pipe.decode(torch.cat(frames), *preview_size(s.height, s.width))) if frames else None
 
-    trajectory_image = None
-    if frames:
-        frames_images = pipe.decode(torch.cat(frames), *preview_size(s.height, s.width))
-        trajectory_image = to_pil(grid(frames_images, nrow=len(frames)))
-    latent_image = latent_view(latents[0]) if latents_wanted else None
-    summary = (f"{len(digits)} image(s) of {s.height}×{s.width} px from {s.latent_height}×{s.latent_width} latents, "
-               f"{s.steps} {s.sampler} steps spaced in {s.spacing}, guidance {s.cfg:g} from log-SNR {s.cfg_from:g}, "
-               f"seed {s.seed}: "
-               f"{time.perf_counter() - started:.2f} s (memory estimate {need / 2**20:.0f} MiB)")
-    return out, trajectory_image, latent_image, summary
+    gallery = [(to_pil(p), f"{d} · #{i + 1}") for i, (d, p) in enumerate(zip(digits, to_uint8(images)))]
+    summary = (f"{len(digits)} image(s) of {s.height}×{s.width} px (height×width) from "
+               f"{s.latent_height}×{s.latent_width} latents, {s.steps} {s.sampler} steps, guidance {s.cfg:g} "
+               f"from log-SNR {s.cfg_from:g}, seed {s.seed}: {time.perf_counter() - started:.2f} s "
+               f"(estimated {estimate:.1f} s)")
+    return gallery, animated, latent_view(first["latent"][0]) if latents_wanted else None, summary
+
+
+def reveal(gallery, trajectory, latents):
+    """After a generation: as many gallery columns as images (up to 5), and the animation and the latent channels
+    shown only when there are some, so that nothing empty takes room."""
+    return (gr.update(columns=max(1, min(len(gallery or []), 5))), gr.update(visible=trajectory is not None),
+            gr.update(visible=latents is not None))
+
+
+def example_shown(chosen):
+    """An example's aspect choice and layout, set when it is clicked (its results come from the cache)."""
+    digit, height, width, n, _ = EXAMPLES[chosen[0]]
+    return (aspect_name(height, width), *reveal([None] * len(parse_digits(digit, n)), None, None))
+
+
+def cache_examples() -> None:
+    """Compute the examples once (the first is the page a visitor lands on); also loads and warms the pipeline."""
+    for row in EXAMPLES:
+        inputs = example_inputs(*row)
+        outputs = generate(*inputs)
+        EXAMPLE_RESULTS[parse_request(get_pipeline(), *inputs)] = outputs
+
+
+def example_inputs(digit, height, width, n, seed) -> list:
+    """The values of every input of ``generate`` for an example: the library's defaults for the rest."""
+    return [digit, height, width, DEFAULTS.cfg, DEFAULTS.steps, seed, n, True,
+            *default_latent_size(height, width, APP_LIMITS), DEFAULTS.cfg_from, DEFAULTS.sampler, DEFAULTS.spacing,
+            DEFAULTS.eta, False, False]
 
 
 @friendly_errors
-def resample(upload, sketch, frame, auto_latent, latent_h, latent_w, height, width, progress=gr.Progress()):
-    """Encode an uploaded or drawn digit and decode it at height×width; returns (model input, RIAE, bicubic, summary)."""
-    height = check_int("output height", height, 1, MAX_SIDE)
-    width = check_int("output width", width, 1, MAX_SIDE)
+def resample(upload, sketch, frame, auto_latent, latent_h, latent_w, height, width, request: gr.Request = None,
+             progress=gr.Progress()):
+    """Encode an uploaded or drawn digit and decode it at height×width, beside bicubic resizing of the same input
+    (both unstretched, centred on a background canvas when the aspect ratio differs); returns (model input,
+    RIAE decode, bicubic, summary, latent height, latent width)."""
+    pipe = get_pipeline()
+    height, width = parse_side("output height", height), parse_side("output width", width)
     latent = parse_latent(auto_latent, latent_h, latent_w)
     frame = parse_bool("frame like MNIST", frame)
     if upload:
@@ -319,152 +523,248 @@ def resample(upload, sketch, frame, auto_latent, latent_h, latent_w, height, wid
         if image is None:
             raise ValueError("upload an image or draw a digit first")
     source = to_digit(grayscale(image), frame)  # [h, w] in [0, 1]
-    pipe = get_pipeline()
     in_h, in_w = source.shape
-    lh, lw = latent or pipe.autoencoder.default_latent_size(in_h, in_w)
-    memory.check_memory(pipe, 1, height, width, lh, lw, input_size=(in_h, in_w))
+    s = pipe.settings(height, width, latent_size=latent or default_latent_size(in_h, in_w, APP_LIMITS),
+                      limits=APP_LIMITS)
+    estimate = check_cost(pipe, s, 1, input_size=(in_h, in_w))
 
-    progress(0.1, desc="encoding")
     x = torch.from_numpy(source).float()[None, None] * 2 - 1  # [1, 1, h, w] in [-1, 1]
-    z = pipe.autoencoder.encode(x, (lh, lw))
-    progress(0.5, desc="decoding")
-    decoded = pipe.decode(z, height, width)
-    source_pil = to_pil(to_uint8(x)[0])
-    bicubic = source_pil.resize((width, height), Image.Resampling.BICUBIC)
-    summary = f"{in_h}×{in_w} input → {lh}×{lw} latent → {height}×{width} output"
-    return source_pil, to_pil(to_uint8(decoded)[0]), bicubic, summary
+    with scheduled(estimate, request, progress) as stop:
+        progress(0.1, desc="encoding")
+        z = pipe.autoencoder.encode(x, (s.latent_height, s.latent_width))
+        if stop.is_set():
+            raise Stopped
+        progress(0.5, desc="decoding")
+        decoded = pipe.decode(z, height, width)
+    bicubic = canvas(resize(x, *fitted_size((in_h, in_w), (height, width))), height, width)
+    summary = f"{in_h}×{in_w} input → {s.latent_height}×{s.latent_width} latent → {height}×{width} output"
+    return (to_pil(to_uint8(x)[0]), to_pil(to_uint8(decoded)[0]), to_pil(to_uint8(bicubic)[0]), summary,
+            s.latent_height, s.latent_width)
 
 
-# --- page helpers (not part of the API) ----------------------------------------------------------------
+# --- page helpers (not part of the API) ------------------------------------------------------------------------
 
-def width_for_aspect(height, aspect, width):
-    if aspect == "free":
+def whole_side(value):
+    """A typed side as a whole number in [1, side limit]; an emptied box stays empty (generate then says so)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return gr.update()
+    return min(APP_LIMITS.side, max(1, round(value)))
+
+
+def locked_size(edited: str, height, width, aspect):
+    """Height and width after the user edits one of them or the aspect: whole numbers in [1, side limit], the other
+    side following the aspect (height:width); where it would pass the limit, both shrink with the aspect kept."""
+    cap = APP_LIMITS.side
+    value = whole_side(height if edited == "height" else width)
+    if not isinstance(value, int):
+        return gr.update(), gr.update()
+    if aspect not in ASPECTS or aspect == "free":
+        return (value, gr.update()) if edited == "height" else (gr.update(), value)
     a, b = (int(v) for v in aspect.split(":"))
-    return min(MAX_SIDE, max(1, round(height * a / b)))
+    h, w = (value, value * b / a) if edited == "height" else (value * a / b, value)
+    scale = min(1.0, cap / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def aspect_name(height: int, width: int) -> str:
+    """The aspect choice (height:width) of an exact size, else "free"."""
+    for name in ASPECTS[:-1]:
+        a, b = (int(v) for v in name.split(":"))
+        if height * b == width * a:
+            return name
+    return "free"
 
 
 def latent_sliders(auto, height, width):
+    """With the automatic latent the sliders are read-only and show the pipeline's latent for the output size."""
     if not auto:
         return gr.update(interactive=True), gr.update(interactive=True)
     try:
-        lh, lw = auto_latent_size(get_pipeline(), int(height), int(width))
+        lh, lw = default_latent_size(height, width, APP_LIMITS)
     except (ValueError, TypeError):
         return gr.update(interactive=False), gr.update(interactive=False)
     return gr.update(value=lh, interactive=False), gr.update(value=lw, interactive=False)
 
 
-def warm_up(url: str) -> None:
-    """One generation through the running server, so that no visitor pays Gradio's first-request set-up."""
-    body = json.dumps({"data": ["0", 32, 32, True, 8, 8, DEFAULT_CFG, DEFAULT_CFG_FROM, 2, "dpmpp", DEFAULT_SPACING,
-                                0.0, 0, 1, False, False]})
-    request = urllib.request.Request(url + "gradio_api/call/generate", data=body.encode(),
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as reply:
-            event = json.load(reply)["event_id"]
-        with urllib.request.urlopen(f"{url}gradio_api/call/generate/{event}", timeout=300) as reply:
-            reply.read()
-    except OSError as err:  # serving matters more than warming up
-        print(f"app.py: warm-up request failed ({err}); serving anyway")
-
-
 # Small digits are shown enlarged with hard pixel edges: the browser scales the display, never the PNG.
-CSS = ".pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
+CSS = """
+#gallery img, .pixelated img { image-rendering: pixelated; }
+.pixelated img { width: 100%; height: 100%; object-fit: contain; }
+"""
+# Clicks the sketchpad's brush once the tab has rendered it (retrying for up to two seconds).
+SELECT_BRUSH = """() => { let tries = 0; const pick = () => {
+    const brush = document.querySelector('#sketch button[aria-label="Brush"]');
+    if (brush) brush.click(); else if (tries++ < 40) setTimeout(pick, 50); }; pick(); }"""
+HOW_IT_WORKS = """
+**How it works.** An image is treated as samples of a continuous function, and every pixel as a token: its value
+plus *where* it sits, at the centre of its cell. Two frames are used side by side: *relative* (the longer side spans
+[−½, ½], so nothing stretches with the aspect ratio) and *absolute* (both sides span [−½, ½], so the borders are
+known). Grids of any size then cover the same square and interleave.
+
+- **RIAE**, the autoencoder: latent queries read the image's pixels; pixel queries read the latent. The latent and
+  the output can have any size.
+- **R2ID**, the diffuser: a transformer that denoises a latent of any size, guided by the digit's label.
+- A request diffuses a latent with 12 tokens across the output's shorter side, at the output's aspect ratio, and
+  the autoencoder reads it out at exactly the size asked for, 1 to 1024 pixels per side.
+
+Both models were trained only on 32×32 MNIST digits, on a CPU. The source, the tests and the measured figures are in
+the repository's README.
+"""
 
 with gr.Blocks(title="riid: resolution-invariant digits", delete_cache=(600, 3600)) as demo:
-    gr.Markdown("# riid: resolution-invariant image diffusion on MNIST\n"
-                "One autoencoder and one diffuser, trained on 32×32 digits, generate at any size and aspect "
-                "ratio. The latent size (where diffusion happens) and the output size (where the autoencoder "
-                "reads the result) are independent.")
+    gr.Markdown("## riid: handwritten digits at any size and aspect ratio, from one model trained on 32×32 MNIST")
     with gr.Tab("Generate"):
         with gr.Row():
-            with gr.Column(scale=1):
-                digit = gr.Dropdown(DIGIT_CHOICES, value="3", label="digit")
-                aspect = gr.Radio(ASPECTS, value="1:1", label="aspect ratio (width:height)")
-                height = gr.Slider(1, MAX_SIDE, value=64, step=1, label="output height (px)", elem_id="height")
-                width = gr.Slider(1, MAX_SIDE, value=64, step=1, label="output width (px)", elem_id="width")
-                auto_latent = gr.Checkbox(value=True, label=f"automatic latent size (output / 4; shorter side at least "
-                                                            f"{MIN_LATENT_SIDE}, longer at most {AUTO_LATENT_SIDE})")
+            with gr.Column(scale=2, min_width=360):
+                digit = gr.Dropdown(DIGIT_CHOICES, value=FIRST[0], label="digit")
+                aspect = gr.Radio(ASPECTS, value="1:1", label="aspect ratio (height:width)", elem_id="aspect")
                 with gr.Row():
-                    latent_h = gr.Slider(1, MAX_LATENT, value=16, step=1, label="latent height", interactive=False)
-                    latent_w = gr.Slider(1, MAX_LATENT, value=16, step=1, label="latent width", interactive=False)
-                guidance = gr.Slider(0, MAX_GUIDANCE, value=DEFAULT_CFG, step=0.05, label="guidance scale")
-                guidance_from = gr.Slider(-MAX_GUIDANCE_FROM, MAX_GUIDANCE_FROM, value=DEFAULT_CFG_FROM, step=0.1,
-                                          label="guidance from log-SNR",
-                                          info="the noisier steps before it use the label alone: more varied, "
-                                               "more realistic digits; -5 guides every step")
-                steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="steps")
+                    height = gr.Number(FIRST[1], precision=0, elem_id="height",
+                                       label=f"height (px, up to {APP_LIMITS.side})")
+                    width = gr.Number(FIRST[2], precision=0, elem_id="width",
+                                      label=f"width (px, up to {APP_LIMITS.side})")
                 with gr.Row():
-                    sampler = gr.Radio(list(SAMPLERS), value="dpmpp", label="sampler")
-                    spacing = gr.Radio(list(SPACINGS), value=DEFAULT_SPACING, label="step spacing",
-                                       info="time: even in t; logsnr: even in log-SNR; blend: between the two")
-                    eta = gr.Slider(0, MAX_ETA, value=0.0, step=0.1, label="eta (ddim only)")
+                    guidance = gr.Slider(0, APP_LIMITS.cfg, value=DEFAULTS.cfg, step=0.05, label="guidance (cfg)",
+                                         elem_id="guidance")
+                    steps = gr.Slider(1, APP_LIMITS.steps, value=DEFAULTS.steps, step=1, label="steps",
+                                      elem_id="steps")
+                with gr.Row(equal_height=True):
+                    seed = gr.Number(FIRST[4], precision=0, label="seed", elem_id="seed", scale=2, min_width=90)
+                    dice = gr.Button("new seed", elem_id="new-seed", scale=1, min_width=80)
+                    n_images = gr.Slider(1, APP_LIMITS.images, value=FIRST[3], step=1, label="images",
+                                         elem_id="n-images", scale=4, min_width=160)
                 with gr.Row():
-                    seed = gr.Number(value=0, precision=0, minimum=0, label="seed")
-                    n_images = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="number of images (per digit)",
-                                         elem_id="n-images")
-                with gr.Row():
-                    show_trajectory = gr.Checkbox(value=False, label="show denoising trajectory")
-                    show_latents = gr.Checkbox(value=False, label="show latent channels")
-                run = gr.Button("Generate", variant="primary", elem_id="generate")
-            with gr.Column(scale=2):
-                result = gr.Image(label="images", type="pil", format="png", elem_id="result", height=420,
-                                  elem_classes="pixelated")
+                    run = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
+                with gr.Accordion("Advanced", open=False):
+                    auto_latent = gr.Checkbox(value=True, label="automatic latent size (12 across the shorter side, "
+                                                                "the output's aspect ratio)")
+                    with gr.Row():
+                        latent_h = gr.Slider(1, APP_LIMITS.latent_side, value=DEFAULTS.latent_height, step=1,
+                                             label="latent height", interactive=False, elem_id="latent-h")
+                        latent_w = gr.Slider(1, APP_LIMITS.latent_side, value=DEFAULTS.latent_width, step=1,
+                                             label="latent width", interactive=False, elem_id="latent-w")
+                    guidance_from = gr.Slider(-APP_LIMITS.cfg_from, APP_LIMITS.cfg_from, value=DEFAULTS.cfg_from,
+                                              step=0.1, label="guidance from log-SNR (cfg_from)",
+                                              info="noisier steps use the label alone: more varied digits; "
+                                                   f"-{APP_LIMITS.cfg_from:g} guides every step")
+                    with gr.Row():
+                        sampler = gr.Radio(list(SAMPLERS), value=DEFAULTS.sampler, label="sampler")
+                        spacing = gr.Radio(list(SPACINGS), value=DEFAULTS.spacing, label="step spacing",
+                                           info="time: even in t; logsnr: even in log-SNR")
+                        eta = gr.Slider(0, APP_LIMITS.eta, value=DEFAULTS.eta, step=0.1, label="eta (ddim only)")
+                    with gr.Row():
+                        show_trajectory = gr.Checkbox(value=False, label="animate the denoising",
+                                                      elem_id="show-trajectory")
+                        show_latents = gr.Checkbox(value=False, label="show the latent channels",
+                                                   elem_id="show-latents")
+            with gr.Column(scale=3):
+                gallery = gr.Gallery(label="images (click one to zoom; download from the preview)", format="png",
+                                     columns=4, height=440, object_fit="contain", elem_id="gallery",
+                                     buttons=["download", "fullscreen"], interactive=False)
                 summary = gr.Markdown(elem_id="summary")
-                trajectory_out = gr.Image(label="x0 estimate of the first image, every few steps", type="pil",
-                                          format="png", elem_classes="pixelated")
-                latents_out = gr.Image(label="latent channels of the first image (each normalised)", type="pil",
-                                       format="png", elem_classes="pixelated")
-        run.click(generate, [digit, height, width, auto_latent, latent_h, latent_w, guidance, guidance_from, steps,
-                             sampler, spacing, eta, seed, n_images, show_trajectory, show_latents],
-                  [result, trajectory_out, latents_out, summary], api_name="generate", preprocess=False,
-                  concurrency_id="model")
-        for trigger in (height.change, aspect.change):
-            trigger(width_for_aspect, [height, aspect, width], width, api_visibility="private", queue=False)
-        width.release(lambda: "free", None, aspect, api_visibility="private", queue=False)  # a hand-set width
-        for trigger in (auto_latent.change, height.change, width.change):
-            trigger(latent_sliders, [auto_latent, height, width], [latent_h, latent_w],
-                    api_visibility="private", queue=False)
+                with gr.Row():
+                    trajectory_out = gr.Image(label="the first image's clean-image estimate while it is denoised",
+                                              type="filepath", visible=False, height=240, elem_id="trajectory",
+                                              elem_classes="pixelated", interactive=False)
+                    latents_out = gr.Image(label="the first image's latent channels (each normalised)", type="pil",
+                                           format="png", visible=False, height=240, elem_id="latents",
+                                           elem_classes="pixelated", interactive=False)
+        generate_inputs = [digit, height, width, guidance, steps, seed, n_images, auto_latent, latent_h, latent_w,
+                           guidance_from, sampler, spacing, eta, show_trajectory, show_latents]
+        generate_outputs = [gallery, trajectory_out, latents_out, summary]
+        generating = run.click(generate, generate_inputs, generate_outputs, api_name="generate", preprocess=False,
+                               concurrency_limit=None)
+        generating.success(reveal, [gallery, trajectory_out, latents_out], [gallery, trajectory_out, latents_out],
+                           preprocess=False, api_visibility="private", queue=False)
+        # after the events above, which own the API names
+        examples = gr.Examples([example_inputs(*row) for row in EXAMPLES], generate_inputs, generate_outputs,
+                               fn=generate, cache_examples=False, run_on_click=True, elem_id="examples",
+                               example_labels=[f"{d if d == ALL_DIGITS else 'digit ' + d} · {h}×{w} · {n} image(s)"
+                                               for d, h, w, n, _ in EXAMPLES])
+        examples.dataset.click(example_shown, examples.dataset, [aspect, gallery, trajectory_out, latents_out],
+                               api_visibility="private", queue=False)
+        dice.click(None, None, seed, js="() => Math.floor(Math.random() * 1e9)", queue=False)
+        for box, edited in ((height, "height"), (width, "width"), (aspect, "height")):
+            box.input(  # the user's edits only: the sizes this writes back do not trigger it again
+                functools.partial(locked_size, edited), [height, width, aspect], [height, width],
+                api_visibility="private", queue=False).then(
+                latent_sliders, [auto_latent, height, width], [latent_h, latent_w], api_visibility="private",
+                queue=False)
+        auto_latent.change(latent_sliders, [auto_latent, height, width], [latent_h, latent_w],
+                           api_visibility="private", queue=False)
+        demo.load(generate, generate_inputs, generate_outputs, preprocess=False, api_visibility="private",
+                  concurrency_limit=None).success(  # the first example: cached, so the page opens with results
+            reveal, [gallery, trajectory_out, latents_out], [gallery, trajectory_out, latents_out], preprocess=False,
+            api_visibility="private", queue=False)
 
-    with gr.Tab("Resample"):
-        gr.Markdown("Upload or draw a digit. The autoencoder encodes it to a latent of the chosen size and "
-                    "decodes it at any output size: compare with bicubic resizing of the same input.")
+    with gr.Tab("Resample") as resample_tab:
+        gr.Markdown("Upload or draw a digit. The autoencoder encodes it to a latent and decodes it at any output "
+                    "size; bicubic resizing of the same input is shown beside it. Neither is stretched: another "
+                    "aspect ratio puts the digit, as large as fits, on a wider or taller canvas.")
         with gr.Row():
-            with gr.Column(scale=1):
+            with gr.Column(scale=2, min_width=320):
                 upload = gr.Image(type="filepath", image_mode=None, label="upload a digit",
-                                  sources=["upload", "clipboard"])
+                                  sources=["upload", "clipboard"], height=200, elem_id="upload")
                 sketchpad = gr.Sketchpad(type="pil", image_mode="L", canvas_size=(224, 224), label="or draw one",
-                                      brush=gr.Brush(default_size=10, colors=["#000000"], color_mode="fixed"))
+                                         brush=gr.Brush(default_size=14, colors=["#000000"], color_mode="fixed"),
+                                         transforms=(), layers=False, elem_id="sketch")
                 frame = gr.Checkbox(value=True, label="frame like MNIST (crop, centre, 4/28 margin)")
-                r_auto = gr.Checkbox(value=True, label="automatic latent size (input / 4)")
+                r_auto = gr.Checkbox(value=True, label="automatic latent size (12 across the input's shorter side)")
                 with gr.Row():
-                    r_latent_h = gr.Slider(1, MAX_LATENT, value=8, step=1, label="latent height")
-                    r_latent_w = gr.Slider(1, MAX_LATENT, value=8, step=1, label="latent width")
-                r_height = gr.Slider(1, MAX_SIDE, value=128, step=1, label="output height (px)")
-                r_width = gr.Slider(1, MAX_SIDE, value=128, step=1, label="output width (px)")
-                r_run = gr.Button("Resample", variant="primary", elem_id="resample")
-            with gr.Column(scale=2):
+                    r_latent_h = gr.Slider(1, APP_LIMITS.latent_side, value=DEFAULTS.latent_height, step=1,
+                                           label="latent height", interactive=False, elem_id="r-latent-h")
+                    r_latent_w = gr.Slider(1, APP_LIMITS.latent_side, value=DEFAULTS.latent_width, step=1,
+                                           label="latent width", interactive=False, elem_id="r-latent-w")
                 with gr.Row():
-                    r_source = gr.Image(label="model input", type="pil", format="png", elem_classes="pixelated")
-                    r_riae = gr.Image(label="RIAE decode", type="pil", format="png", elem_classes="pixelated")
-                    r_bicubic = gr.Image(label="bicubic", type="pil", format="png", elem_classes="pixelated")
-                r_summary = gr.Markdown()
-        r_run.click(resample, [upload, sketchpad, frame, r_auto, r_latent_h, r_latent_w, r_height, r_width],
-                    [r_source, r_riae, r_bicubic, r_summary], api_name="resample", preprocess=False,
-                    concurrency_id="model")
+                    r_height = gr.Number(128, precision=0, elem_id="r-height", label="output height (px)")
+                    r_width = gr.Number(128, precision=0, elem_id="r-width", label="output width (px)")
+                with gr.Row():
+                    r_run = gr.Button("Resample", variant="primary", elem_id="resample", scale=3)
+                    r_stop = gr.Button("Stop", variant="stop", scale=1)
+            with gr.Column(scale=3):
+                with gr.Row():
+                    r_source = gr.Image(label="model input", type="pil", format="png", height=300,
+                                        elem_classes="pixelated", elem_id="r-source")
+                    r_riae = gr.Image(label="RIAE decode", type="pil", format="png", height=300,
+                                      elem_classes="pixelated", elem_id="r-riae")
+                    r_bicubic = gr.Image(label="bicubic", type="pil", format="png", height=300,
+                                         elem_classes="pixelated", elem_id="r-bicubic")
+                r_summary = gr.Markdown(elem_id="r-summary")
+        resampling = r_run.click(resample, [upload, sketchpad, frame, r_auto, r_latent_h, r_latent_w, r_height,
+                                            r_width],
+                                 [r_source, r_riae, r_bicubic, r_summary, r_latent_h, r_latent_w],
+                                 api_name="resample", preprocess=False, concurrency_limit=None)
+        r_auto.change(lambda auto: (gr.update(interactive=not auto),) * 2, r_auto, [r_latent_h, r_latent_w],
+                      api_visibility="private", queue=False)
+        for box in (r_height, r_width):
+            box.input(whole_side, box, box, api_visibility="private", queue=False)
+        resample_tab.select(None, js=SELECT_BRUSH)  # Gradio's sketchpad starts with no tool: draw at once
 
-# One model request at a time (both tabs share the "model" slot): memory stays bounded, others wait in line.
-demo.queue(default_concurrency_limit=1, max_size=64)
+    with gr.Tab("How it works"):
+        with gr.Row():
+            gr.Markdown(HOW_IT_WORKS)
+            gr.HTML(coordinate_figure())
+
+    stop.click(stop_requests, None, summary, cancels=[generating], api_name="stop", queue=False)
+    r_stop.click(stop_requests, None, r_summary, cancels=[resampling], api_visibility="private", queue=False)
+
+# No Gradio-level limit: the two lanes above decide what runs (an event waiting in a lane shows its place in line).
+demo.queue(default_concurrency_limit=None, max_size=64)
+
+
+def main() -> None:
+    """Check the settings and compute the examples (loading the pipeline) before serving: a bad setting or folder
+    fails now, with one line, not per visitor."""
+    try:
+        time_limit_s()
+        cost.memory_budget_bytes()
+        cache_examples()
+    except (ValueError, gr.Error) as err:
+        raise SystemExit(f"app.py: cannot start with the pipeline in {default_checkpoint()}: {err}\n"
+                         "set RIID_CHECKPOINTS to a pipeline folder (autoencoder/, diffuser/, conditioner/)") from None
+    demo.launch(css=CSS, max_file_size=UPLOAD_SIZE_LIMIT)
 
 
 if __name__ == "__main__":
-    try:
-        with torch.inference_mode():  # load and warm up before serving: a bad folder fails now, not per visitor
-            get_pipeline().generate([0], 8, 8, steps=2)
-    except ValueError as err:
-        raise SystemExit(f"app.py: cannot load the pipeline from {checkpoint_folder()}: {err}\n"
-                         "set RIID_CHECKPOINT to a pipeline folder (autoencoder/, diffuser/, conditioner/)")
-    demo.launch(css=CSS, prevent_thread_lock=True)
-    warm_up(demo.local_url)
-    demo.block_thread()
+    main()

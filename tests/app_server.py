@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from riid.pipeline import CHECKPOINT_ENV
+
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
 STARTUP_TIMEOUT_S = 600  # generous: on a loaded 2-core machine importing torch and gradio can take minutes
@@ -26,7 +28,7 @@ def free_port() -> int:
 def running_app(checkpoint: Path, tmp: Path, **extra_env):
     """Yield (url, process) of a served app on ``checkpoint``; stop it (and only it) afterwards."""
     port = free_port()
-    env = dict(os.environ, RIID_CHECKPOINT=str(checkpoint), GRADIO_SERVER_NAME="127.0.0.1",
+    env = dict(os.environ, **{CHECKPOINT_ENV: str(checkpoint)}, GRADIO_SERVER_NAME="127.0.0.1",
                GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(tmp / "gradio"),
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.update(extra_env)
@@ -63,11 +65,12 @@ def running_app(checkpoint: Path, tmp: Path, **extra_env):
 _shared: dict[str, tuple[str, subprocess.Popen]] = {}
 
 
-def shared_app(checkpoint: Path, tmp: Path) -> tuple[str, subprocess.Popen]:
-    """One served app per checkpoint for the whole test session (starting one costs seconds), stopped at exit."""
-    key = str(checkpoint)
+def shared_app(checkpoint: Path, tmp: Path, **extra_env) -> tuple[str, subprocess.Popen]:
+    """One served app per checkpoint and environment for the whole test session (starting one costs seconds),
+    stopped at exit."""
+    key = repr((str(checkpoint), sorted(extra_env.items())))
     if key not in _shared or _shared[key][1].poll() is not None:
         stack = contextlib.ExitStack()
-        _shared[key] = stack.enter_context(running_app(checkpoint, tmp))
+        _shared[key] = stack.enter_context(running_app(checkpoint, tmp, **extra_env))
         atexit.register(stack.close)
     return _shared[key]
