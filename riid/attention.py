@@ -20,8 +20,9 @@ SCORE_BUDGET = 256 * 2**20  # bytes of [queries, keys] matrices a biased attenti
 
 
 def score_matrices(heads: int) -> int:
-    """[B, n, Nk]-sized float matrices alive in a biased attention: the distances (cdist, its square),
-    the bias per head, and the maths path's scores and softmax per head (riid.cost counts with it)."""
+    """[B, n, Nk]-sized float matrices alive in a biased attention: the distances (cdist, its
+    square), the bias per head, and the maths path's scores and softmax per head (riid.cost counts
+    with it)."""
     return 4 + 3 * heads
 
 
@@ -51,7 +52,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
         bias = None
         if positions is not None:
             dist2 = torch.cdist(positions[0][:, part], positions[1]).pow(2)  # [B, n, Nk]
-            bias = -dist2[:, None] * (0.5 * torch.exp(-2 * log_sigma))[None, :, None, None]  # [B, H, n, Nk]
+            # [B, H, n, Nk]
+            bias = -dist2[:, None] * (0.5 * torch.exp(-2 * log_sigma))[None, :, None, None]
         out = F.scaled_dot_product_attention(q_part, k, v, attn_mask=bias)
         outputs.append(rearrange(out, "b h n d -> b n (h d)"))
     return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
@@ -69,7 +71,8 @@ def random_subset(fraction: float, tokens: torch.Tensor, *others: torch.Tensor,
     if fraction >= 1:
         return (tokens, *others)
     keep = max(1, round(fraction * n))
-    idx = torch.rand(b, n, generator=generator, device=tokens.device).argsort(dim=1)[:, :keep]  # [B, m]
+    # [B, m]
+    idx = torch.rand(b, n, generator=generator, device=tokens.device).argsort(dim=1)[:, :keep]
     return tuple(t.gather(1, idx.view(b, keep, *[1] * (t.ndim - 2)).expand(b, keep, *t.shape[2:]))
                  for t in (tokens, *others))
 
@@ -93,7 +96,9 @@ class Attention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
         self.log_sigma = None
         if sigmas is not None:  # widths spaced geometrically from local to broad
-            self.log_sigma = nn.Parameter(torch.linspace(math.log(sigmas[0]), math.log(sigmas[1]), heads))
+            self.log_sigma = nn.Parameter(
+                torch.linspace(math.log(sigmas[0]), math.log(sigmas[1]), heads)
+            )
 
     def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of a context, reusable across query chunks: 2 × [B, Nk, D]."""

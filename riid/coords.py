@@ -41,7 +41,9 @@ def dual_coords(height: int, width: int, batch: int = 1, jitter: bool = False,
     absolute = torch.stack([ay, ax], dim=-1).reshape(1, height * width, 2).expand(batch, -1, -1)
     if jitter:
         pitch = torch.tensor([1.0 / height, 1.0 / width], device=device, dtype=dtype)
-        noise = torch.randn(batch, height * width, 2, generator=generator, device=device, dtype=dtype)
+        noise = torch.randn(
+            batch, height * width, 2, generator=generator, device=device, dtype=dtype
+        )
         absolute = absolute + noise * pitch / 2
     longest = max(height, width)
     to_relative = torch.tensor([height / longest, width / longest], device=device, dtype=dtype)

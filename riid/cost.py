@@ -1,4 +1,5 @@
-"""What a request costs before it runs: peak memory and seconds, and the guards that refuse too much.
+"""What a request costs before it runs: peak memory and seconds, and the guards that refuse too
+much.
 
 Memory adds up the float32 tensors alive at the worst moment of each stage (diffusion, the latent
 blocks of decoding, one decoding chunk, encoding) in units of one token's model width, plus the
@@ -42,17 +43,19 @@ def _read_pixels(height: int, width: int, latent_h: int, latent_w: int) -> int:
 
 
 def _scores(batch: int, heads: int, queries: int, keys: int) -> int:
-    """Bytes of the [queries, keys] matrices of one biased attention, chunked as riid.attention chunks it."""
+    """Bytes of the [queries, keys] matrices of one biased attention, chunked as riid.attention
+    chunks it."""
     queries = min(queries, query_chunk(batch, heads, keys))
     return score_matrices(heads) * batch * queries * keys * FLOAT
 
 
 def peak_bytes(pipeline, n: int, height: int, width: int, latent_h: int, latent_w: int,
                input_size: tuple[int, int] | None = None, clouds: int = 1) -> int:
-    """Estimated peak of ``n`` images of height×width from latents of latent_h×latent_w, above the models.
+    """Estimated peak of ``n`` images of height×width from latents of latent_h×latent_w, above the
+    models.
 
-    With ``input_size`` (H, W) the latents come from encoding n images of that size (resampling) instead
-    of diffusion with classifier-free guidance (2n rows in the decoder blocks).
+    With ``input_size`` (H, W) the latents come from encoding n images of that size (resampling)
+    instead of diffusion with classifier-free guidance (2n rows in the decoder blocks).
     """
     ae, diff = pipeline.autoencoder.config, pipeline.diffuser.config
     tokens, pixels, read = (
@@ -104,7 +107,8 @@ def flops(pipeline, n: int, height: int, width: int, latent_h: int, latent_w: in
 
 
 def seconds(pipeline, n: int, s, input_size: tuple[int, int] | None = None) -> float:
-    """Estimated wall time of ``n`` images with settings ``s`` (riid.pipeline.Settings) on the reference CPU."""
+    """Estimated wall time of ``n`` images with settings ``s`` (riid.pipeline.Settings) on the
+    reference CPU."""
     return (
         flops(pipeline, n, s.height, s.width, s.latent_height, s.latent_width, s.steps, input_size)
         / FLOP_RATE
@@ -137,15 +141,16 @@ def time_limit_s(limit_s: float | None = None) -> float:
 
 
 def images_per_batch(pipeline, s, budget_gb: float | None = None, input_size=None) -> int:
-    """The most images of one request that fit the memory budget at once; ValueError if not even one does."""
+    """The most images of one request that fit the memory budget at once; ValueError if not even one
+    does."""
     budget = memory_budget_bytes(budget_gb)
     one = peak_bytes(
         pipeline, 1, s.height, s.width, s.latent_height, s.latent_width, input_size, s.clouds
     )
     if one > budget:
         raise ValueError(
-            f"one {s.height}x{s.width} image from a {s.latent_height}x{s.latent_width} latent needs "
-            f"~{one / GIB:.2f} GiB, above the memory budget of {budget / GIB:.2f} GiB; "
+            f"one {s.height}x{s.width} image from a {s.latent_height}x{s.latent_width} latent "
+            f"needs ~{one / GIB:.2f} GiB, above the memory budget of {budget / GIB:.2f} GiB; "
             "choose a smaller output or latent"
         )
     n = 1

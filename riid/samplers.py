@@ -1,11 +1,12 @@
-"""Samplers: pure functions of a denoiser callable ``denoiser(x, alpha_bar) -> epsilon``, one signature:
+"""Samplers: pure functions of a denoiser callable ``denoiser(x, alpha_bar) -> epsilon``, one
+signature:
 
     sampler(denoiser, x, alpha_bars, *, eta=0.0, noise=None, callback=None) -> x
 
 x is the starting noise, alpha_bars the values to visit from noisy to clean (see
 :func:`riid.schedule.sampling_alpha_bars`), ``noise()`` draws fresh noise shaped like x (stochastic
-samplers only; default torch.randn_like), and ``callback(step, x, x0)`` runs after every step with the
-current sample and its clean-image estimate. ``SAMPLERS`` maps names to them.
+samplers only; default torch.randn_like), and ``callback(step, x, x0)`` runs after every step with
+the current sample and its clean-image estimate. ``SAMPLERS`` maps names to them.
 """
 from __future__ import annotations
 
@@ -20,22 +21,34 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, torch.Tensor, torch.Tensor], None] | None
 
 
-def _predict_x0(denoiser: Denoiser, x: torch.Tensor, alpha_bar: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _predict_x0(
+    denoiser: Denoiser, x: torch.Tensor, alpha_bar: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     eps = denoiser(x, torch.full((x.shape[0],), alpha_bar, device=x.device, dtype=x.dtype))
     return (x - (1 - alpha_bar) ** 0.5 * eps) / alpha_bar ** 0.5, eps
 
 
 @torch.no_grad()
-def sample_ddim(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tensor, *, eta: float = 0.0,
-                noise: Callable[[], torch.Tensor] | None = None, callback: Callback = None) -> torch.Tensor:
-    """DDIM; eta = 0 is deterministic, eta = 1 matches DDPM's variance, larger adds more fresh noise."""
+def sample_ddim(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    alpha_bars: torch.Tensor,
+    *,
+    eta: float = 0.0,
+    noise: Callable[[], torch.Tensor] | None = None,
+    callback: Callback = None,
+) -> torch.Tensor:
+    """DDIM; eta = 0 is deterministic, eta = 1 matches DDPM's variance, larger adds more fresh
+    noise."""
     ab = alpha_bars.tolist()
     for i in range(len(ab) - 1):
         x0, eps = _predict_x0(denoiser, x, ab[i])
         a, a_next = ab[i], ab[i + 1]
         sigma = eta * ((1 - a_next) / (1 - a) * (1 - a / a_next)) ** 0.5
-        sigma = min(sigma, (1 - a_next) ** 0.5)  # eta > 1 cannot take more noise than the step holds
-        x = a_next ** 0.5 * x0 + max(0.0, 1 - a_next - sigma ** 2) ** 0.5 * eps  # eta > 1 hits the cap
+        # eta > 1 cannot take more noise than the step holds
+        sigma = min(sigma, (1 - a_next) ** 0.5)
+        # eta > 1 hits the cap
+        x = a_next ** 0.5 * x0 + max(0.0, 1 - a_next - sigma ** 2) ** 0.5 * eps
         if sigma > 0:
             x = x + sigma * (noise() if noise is not None else torch.randn_like(x))
         if callback is not None:
@@ -44,11 +57,19 @@ def sample_ddim(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tensor, *
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tensor, *, eta: float = 0.0,
-                    noise: Callable[[], torch.Tensor] | None = None, callback: Callback = None) -> torch.Tensor:
+def sample_dpmpp_2m(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    alpha_bars: torch.Tensor,
+    *,
+    eta: float = 0.0,
+    noise: Callable[[], torch.Tensor] | None = None,
+    callback: Callback = None,
+) -> torch.Tensor:
     """DPM-Solver++(2M): a second-order multistep solver of the probability-flow ODE in x0 space.
 
-    Deterministic (``eta`` and ``noise`` are unused). The last step is first order, steadier with few steps.
+    Deterministic (``eta`` and ``noise`` are unused). The last step is first order, steadier with
+    few steps.
     """
     ab = alpha_bars.tolist()
     lam = log_snr(alpha_bars.double()).tolist()  # +inf at the clean end (alpha_bar = 1)
@@ -57,7 +78,8 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, alpha_bars: torch.Tenso
         x0, _ = _predict_x0(denoiser, x, ab[i])
         a, a_next = ab[i], ab[i + 1]
         h = lam[i + 1] - lam[i]
-        if x0_prev is None or i == len(ab) - 2 or h == 0 or h_prev == 0:  # h = 0: two equal (clamped) alpha_bars
+        # h = 0: two equal (clamped) alpha_bars
+        if x0_prev is None or i == len(ab) - 2 or h == 0 or h_prev == 0:
             d = x0
         else:
             r = h_prev / h

@@ -30,17 +30,20 @@ def check_spacing(spacing: str) -> str:
 def sampling_alpha_bars(steps: int, spacing: str = "time", device=None) -> torch.Tensor:
     """alpha_bar at steps + 1 points from pure noise (t = 1) to clean (t = 0).
 
-    ``time``: evenly spaced in t, which crowds the steps into the middle (|λ| < 2) and ends with a long
-    jump from λ ≈ 2.4 to clean. ``logsnr``: evenly spaced in λ between the same two ends, which moves
-    steps to both ends: sharper digits, but fewer steps where their shape is settled. The last value is exactly 1, so the final step returns the clean
-    estimate with no noise left (cosine_alpha_bar(0) is 0.99984).
+    ``time``: evenly spaced in t, which crowds the steps into the middle (|λ| < 2) and ends with a
+    long jump from λ ≈ 2.4 to clean. ``logsnr``: evenly spaced in λ between the same two ends, which
+    moves steps to both ends: sharper digits, but fewer steps where their shape is settled. The last
+    value is exactly 1, so the final step returns the clean estimate with no noise left
+    (cosine_alpha_bar(0) is 0.99984).
     """
     check_spacing(spacing)
     t = torch.linspace(1.0, 0.0, steps + 1, device=device, dtype=torch.float64)
     alpha_bars = cosine_alpha_bar(t)
     if spacing != "time":
         ends = log_snr(alpha_bars[[0, -1]])
-        lam = torch.linspace(float(ends[0]), float(ends[1]), steps + 1, device=device, dtype=torch.float64)
+        lam = torch.linspace(
+            float(ends[0]), float(ends[1]), steps + 1, device=device, dtype=torch.float64
+        )
         alpha_bars = torch.sigmoid(2 * lam)
     alpha_bars[-1] = 1.0
     return alpha_bars

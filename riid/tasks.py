@@ -23,15 +23,28 @@ from .pipeline import Pipeline, default_latent_size
 from .schedule import add_noise, cosine_alpha_bar
 
 # (height, width) canvases of a 32 px digit, from 1:3 to 3:1
-CANVASES = ((32, 32), (24, 40), (40, 24), (32, 48), (48, 32), (24, 24), (40, 40), (32, 64), (64, 32), (32, 96), (96, 32))
+CANVASES = (
+    (32, 32),
+    (24, 40),
+    (40, 24),
+    (32, 48),
+    (48, 32),
+    (24, 24),
+    (40, 40),
+    (32, 64),
+    (64, 32),
+    (32, 96),
+    (96, 32),
+)
 CANVAS_WEIGHTS = (4.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
-# the autoencoder's latent side = canvas side / reduction × density: it learns to read and write any density
+# the autoencoder's latent side = canvas side / reduction × density: it learns to read and write any
+# density
 DENSITIES = (0.5, 0.75, 1.0, 1.5, 2.0)
 DENSITY_WEIGHTS = (1.0, 1.0, 3.0, 1.0, 1.0)
 
 
-# MSE learns a fresh autoencoder fastest; L1 (the median) then sharpens a trained decoder's strokes, but from
-# scratch its easiest answer is the background that most points show
+# MSE learns a fresh autoencoder fastest; L1 (the median) then sharpens a trained decoder's strokes,
+# but from scratch its easiest answer is the background that most points show
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
 
@@ -40,9 +53,11 @@ def draw(choices, weights, generator):
 
 
 def sample_at(images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """The images' values [B, n, C] at dual coordinates [B, n, 4], read bicubically at the (jittered) point
-    itself: a target taken from the nearest pixel instead teaches the decoder a blur as wide as the jitter."""
-    grid = coords[:, None, :, [3, 2]] * 2  # absolute (x, y) in grid_sample's [-1, 1] cell-edge frame
+    """The images' values [B, n, C] at dual coordinates [B, n, 4], read bicubically at the
+    (jittered) point itself: a target taken from the nearest pixel instead teaches the decoder a
+    blur as wide as the jitter."""
+    # absolute (x, y) in grid_sample's [-1, 1] cell-edge frame
+    grid = coords[:, None, :, [3, 2]] * 2
     values = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
     return values[:, :, 0].transpose(1, 2).clamp(-1, 1)
 
@@ -52,17 +67,27 @@ def scaled_latent(height: int, width: int, reduction: int, density: float) -> tu
 
 
 class AutoencoderTask:
-    """Encode a canvas at a random input resolution and latent density; read it back at random points."""
+    """Encode a canvas at a random input resolution and latent density; read it back at random
+    points."""
 
     name = "autoencoder"
 
-    def __init__(self, model: RIAE, images: torch.Tensor, batch_size: int = 64, points: int = 256,
-                 preview_images: torch.Tensor | None = None, decoder_only: bool = False, loss: str = "mse"):
+    def __init__(
+        self,
+        model: RIAE,
+        images: torch.Tensor,
+        batch_size: int = 64,
+        points: int = 256,
+        preview_images: torch.Tensor | None = None,
+        decoder_only: bool = False,
+        loss: str = "mse",
+    ):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         self.model, self.images, self.batch_size, self.points = model, images, batch_size, points
         self.loss_fn = LOSSES[loss]
-        self.decoder_only = decoder_only  # fine-tune the decoder of a trained model; its latents stay as they are
+        # fine-tune the decoder of a trained model; its latents stay as they are
+        self.decoder_only = decoder_only
         for module in model.encoder_modules() if decoder_only else []:
             module.requires_grad_(False)
         self.preview_images = images[:8] if preview_images is None else preview_images[:8]
@@ -73,7 +98,8 @@ class AutoencoderTask:
         full = canvas(self.images[idx], height, width)
         s = draw((0.5, 0.75, 1.0), (1.0, 1.0, 2.0), generator)
         source = resize(full, round(height * s), round(width * s))
-        target = full  # the digit's own resolution: smaller outputs are area-averaged from it (Pipeline.decode)
+        # the digit's own resolution: smaller outputs are area-averaged from it (Pipeline.decode)
+        target = full
         th, tw = target.shape[-2:]
         coords = dual_coords(th, tw, self.batch_size, jitter=True, generator=generator)
         keep = torch.randperm(th * tw, generator=generator)[:self.points]
@@ -81,20 +107,35 @@ class AutoencoderTask:
         values = sample_at(target, coords)  # [B, n, C]
         lat = scaled_latent(height, width, self.model.config.reduction,
                           draw(DENSITIES, DENSITY_WEIGHTS, generator))
-        return {"source": source.to(device), "coords": coords.to(device), "values": values.to(device),
-                "latent_size": lat, "size": self.batch_size}
+        return {
+            "source": source.to(device),
+            "coords": coords.to(device),
+            "values": values.to(device),
+            "latent_size": lat,
+            "size": self.batch_size,
+        }
 
     def loss(self, model, batch):
-        pred = model(batch["source"], batch["latent_size"], batch["coords"], train_encoder=not self.decoder_only)
+        pred = model(
+            batch["source"],
+            batch["latent_size"],
+            batch["coords"],
+            train_encoder=not self.decoder_only,
+        )
         return self.loss_fn(pred, batch["values"]), {}
 
     @torch.no_grad()
     def preview(self, ema_model: RIAE, out_dir: Path, history) -> None:
         x = self.preview_images
         latent = ema_model.encode(x, (8, 8))
-        rows = [x, ema_model.decode(latent, (32, 32)).clamp(-1, 1),
-                F.interpolate(ema_model.decode(latent, (16, 16)).clamp(-1, 1), size=(32, 32), mode="nearest"),
-                resize(ema_model.decode(latent, (64, 64)).clamp(-1, 1), 32, 32)]
+        rows = [
+            x,
+            ema_model.decode(latent, (32, 32)).clamp(-1, 1),
+            F.interpolate(
+                ema_model.decode(latent, (16, 16)).clamp(-1, 1), size=(32, 32), mode="nearest"
+            ),
+            resize(ema_model.decode(latent, (64, 64)).clamp(-1, 1), 32, 32),
+        ]
         save_grid(torch.cat(rows), out_dir / "reconstructions.png", nrow=len(x))
 
     def export(self, ema_model: RIAE, out_dir: Path) -> None:
@@ -110,21 +151,29 @@ class DiffusionModel(nn.Module):
         self.diffuser, self.conditioner, self.null_rate = diffuser, conditioner, null_rate
 
     def forward(self, latents, labels, alpha_bar, noise, drop):
-        """Per-sample noise-prediction MSE [B]; ``drop`` [B] (bool) marks the labels replaced by the null."""
+        """Per-sample noise-prediction MSE [B]; ``drop`` [B] (bool) marks the labels replaced by the
+        null."""
         cond = self.conditioner(self.conditioner.one_hot(labels.masked_fill(drop, -1)))
         eps, = self.diffuser(add_noise(latents, alpha_bar, noise), alpha_bar, [cond])
         return (eps - noise).pow(2).flatten(1).mean(1)
 
 
 class DiffuserTask:
-    """Noise latents of random canvases (encoded by the frozen autoencoder on the latent the pipeline would
-    diffuse for that canvas); predict the noise."""
+    """Noise latents of random canvases (encoded by the frozen autoencoder on the latent the
+    pipeline would diffuse for that canvas); predict the noise."""
 
     name = "diffuser"
     T_BINS = 20
 
-    def __init__(self, model: DiffusionModel, autoencoder: RIAE, images: torch.Tensor, labels: torch.Tensor,
-                 autoencoder_folder, batch_size: int = 128):
+    def __init__(
+        self,
+        model: DiffusionModel,
+        autoencoder: RIAE,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        autoencoder_folder,
+        batch_size: int = 128,
+    ):
         self.model, self.autoencoder = model, autoencoder.eval().requires_grad_(False)
         self.images, self.labels, self.batch_size = images, labels, batch_size
         self.autoencoder_folder = Path(autoencoder_folder)
@@ -137,18 +186,29 @@ class DiffuserTask:
 
     def batch_at(self, height: int, width: int, lat: tuple[int, int], generator, device) -> dict:
         """A batch on one canvas (height×width base pixels) encoded to one latent size."""
-        n = max(4, min(self.batch_size, self.batch_size * 64 // (lat[0] * lat[1])))  # a steady token budget
+        # a steady token budget
+        n = max(4, min(self.batch_size, self.batch_size * 64 // (lat[0] * lat[1])))
         idx = torch.randint(len(self.images), (n,), generator=generator)
         with torch.no_grad():
-            latents = self.autoencoder.encode(canvas(self.images[idx], height, width).to(device), lat)
+            latents = self.autoencoder.encode(
+                canvas(self.images[idx], height, width).to(device), lat
+            )
         t = torch.rand(n, generator=generator)
         drop = torch.rand(n, generator=generator) < self.model.null_rate
-        return {"latents": latents, "labels": self.labels[idx].to(device), "drop": drop.to(device), "t": t,
-                "alpha_bar": cosine_alpha_bar(t).to(device),
-                "noise": torch.randn(latents.shape, generator=generator).to(device), "size": n}
+        return {
+            "latents": latents,
+            "labels": self.labels[idx].to(device),
+            "drop": drop.to(device),
+            "t": t,
+            "alpha_bar": cosine_alpha_bar(t).to(device),
+            "noise": torch.randn(latents.shape, generator=generator).to(device),
+            "size": n,
+        }
 
     def loss(self, model, batch):
-        losses = model(batch["latents"], batch["labels"], batch["alpha_bar"], batch["noise"], batch["drop"])
+        losses = model(
+            batch["latents"], batch["labels"], batch["alpha_bar"], batch["noise"], batch["drop"]
+        )
         per_sample = losses.detach().float().cpu()
         bins = (batch["t"] * self.T_BINS).long().clamp(max=self.T_BINS - 1)
         self.loss_by_t.index_add_(0, bins, per_sample)
@@ -168,7 +228,12 @@ class DiffuserTask:
         fig = Figure(figsize=(5, 3), dpi=100)
         ax = fig.subplots()
         ax.plot(centres, self.loss_by_t / self.count_by_t.clamp(min=1), marker=".")
-        ax.set(xlabel="t (0 clean, 1 noise)", ylabel="mean loss", yscale="log", title="loss versus t (since start)")
+        ax.set(
+            xlabel="t (0 clean, 1 noise)",
+            ylabel="mean loss",
+            yscale="log",
+            title="loss versus t (since start)",
+        )
         fig.tight_layout()
         fig.savefig(Path(out_dir) / "loss_vs_t.png")
 
