@@ -7,7 +7,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.utils import make_grid
 
 
 def resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -29,6 +28,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def grid(images: torch.Tensor, nrow: int, pad: int = 2) -> np.ndarray:
     """Tile [N, 1, H, W] into one uint8 image, ``nrow`` images per row, with black ``pad``-pixel
     margins; a single image comes back as it is (torchvision's make_grid)."""
+    from torchvision.utils import make_grid  # here: importing torchvision costs seconds at start-up
+
     tiles = torch.from_numpy(to_uint8(images))[:, None]  # [N, 1, H, W] uint8: make_grid keeps it
     return make_grid(tiles, nrow=nrow, padding=pad, pad_value=0)[0].numpy()
 

@@ -115,7 +115,7 @@ class Pipeline:
         ):
             latent_size = default_latent_size(height, width, limits)
         lh, lw = check_size("latent size", latent_size, limits.latent_side)
-        if s.sampler not in SAMPLERS:
+        if not isinstance(s.sampler, str) or s.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {s.sampler!r}")
         return Settings(
             height=height,
