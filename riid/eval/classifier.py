@@ -198,7 +198,7 @@ def main(argv=None) -> None:
     test_images, test_labels = load_mnist("test", root=args.data_root)
     start = time.process_time()
     blur = args.kind == "classifier"
-    epochs = args.epochs or (5 if blur else 2)  # the shipped weights' (checkpoints/<kind>/README.md)
+    epochs = args.epochs or (5 if blur else 2)  # as the shipped weights (checkpoints/<kind>)
     model, acc = train_classifier(images, labels, test_images, test_labels, blur=blur,
                                   epochs=epochs, seed=args.seed)
     save_model(model, args.out)
