@@ -9,13 +9,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from riid import cost
 from riid.checkpoint import load_model, save_model
 from riid.cli import main as cli_main
 from riid.data import load_mnist
 from riid.eval.classifier import Classifier, ClassifierConfig, Judges, prepare
 from riid.eval.metrics import frechet_distance, psnr, real_at
-from riid.eval.report import DEFAULT_SIZES, RECON_SIZES, evaluate, generate, parse_sizes
+from riid.eval.report import DEFAULT_SIZES, RECON_SIZES, evaluate, parse_sizes
 from riid.images import resize
 from riid.pipeline import Pipeline, default_checkpoint, default_latent_size
 
@@ -124,16 +123,6 @@ def test_noise_scores_low_and_real_digits_score_as_real(tmp_path, tiny_pipeline,
             assert abs(good[key] / good[f"{key}_real"] - 1) < 0.25, (key, good)  # 100 digits
         assert bad["accuracy"] <= 0.3 and bad["fd_ratio"] > 10 * good["fd_ratio"], (bad, good)
         assert bad["gradient"] > 3 * bad["gradient_real"]
-
-
-def test_generate_is_pipeline_generate_in_any_batches(tiny_pipeline, monkeypatch):
-    s = tiny_pipeline.settings(24, 40, steps=2, seed=3)
-    digits = torch.tensor([0, 1, 2, 3, 4, 5])
-    whole = tiny_pipeline.generate(digits.tolist(), s)
-    one = cost.peak_bytes(tiny_pipeline, 1, 24, 40, s.latent_height, s.latent_width)
-    monkeypatch.setenv(cost.MEMORY_ENV, str(1.01 * one / cost.GIB))  # one image at a time
-    assert tiny_pipeline.batch_sizes(6, s) == [1] * 6
-    assert torch.allclose(generate(tiny_pipeline, digits, s), whole, atol=1e-5)
 
 
 @torch.no_grad()

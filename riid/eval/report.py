@@ -52,20 +52,6 @@ def at_size(pipe, settings: Settings, height: int, width: int) -> Settings:
 
 
 @torch.no_grad()
-def generate(pipe, digits: torch.Tensor, s: Settings, bar=None) -> torch.Tensor:
-    """Images of ``digits`` in batches that fit the memory budget; image i is seeded by
-    image_seed(s.seed, i), as in Pipeline.generate, whatever the batches."""
-    images, start = [], 0
-    for size in pipe.batch_sizes(len(digits), s):
-        latents = pipe.sample_latents(digits[start:start + size].tolist(), s, first_index=start)
-        images.append(pipe.decode(latents, s.height, s.width))
-        start += size
-        if bar is not None:
-            bar.update(size)
-    return torch.cat(images)
-
-
-@torch.no_grad()
 def round_trip(pipe, images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Encode images to the default latent of their size and decode them at height×width."""
     s = pipe.settings(height, width, latent_size=default_latent_size(*images.shape[-2:]))
@@ -143,7 +129,8 @@ def evaluate(pipe, judges: Judges, real: tuple[torch.Tensor, torch.Tensor],
         bar.set_postfix_str(f"{h}x{w}")
         s = at_size(pipe, settings, h, w)
         start = time.perf_counter()
-        gen = generate(pipe, digits, s, bar)
+        gen = pipe.generate(digits, s)
+        bar.update(len(digits))
         seconds = (time.perf_counter() - start) / len(digits)
         grid = f"grid_{h}x{w}.png"
         save_grid(gen.view(10, n, 1, h, w)[:, :GRID_PER_DIGIT].flatten(0, 1), out_dir / grid,
