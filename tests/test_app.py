@@ -507,14 +507,23 @@ def test_time_estimate_grows_with_the_work(tiny_pipeline):
     assert math.isclose(seconds(tiny_pipeline, 4, s), 4 * base)
 
 
-# The peak is this process's own (VmHWM via riid.eval.bench.memory_mib): ru_maxrss of a child starts from the
-# parent's resident set at the fork, so it grew with whatever tests had run before in the same pytest process.
+# The peak is this process's own (VmHWM from /proc/self/status, restarted by writing 5 to clear_refs): ru_maxrss
+# of a child starts from the parent's resident set at the fork, so it grew with whatever tests had run before.
 MEASURE = """
 import sys, torch
 torch.set_num_threads(1)
 from riid import load_pipeline
 from riid.cost import peak_bytes
-from riid.eval.bench import memory_mib, reset_peak
+
+def memory_mib():  # (current, peak) resident memory of this process in MiB
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS", "VmHWM")))
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+def reset_peak():  # restart the peak (VmHWM) from the current resident set (Linux >= 4.0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
 pipe = load_pipeline(sys.argv[1])
 with torch.inference_mode():
     pipe.generate([1], height=8, width=8, steps=2)

@@ -1,34 +1,40 @@
-"""Smoke run of the benchmark (quick mode, tiny pipeline): every row there, every figure real."""
+"""Smoke run of benchmarks/bench.py (quick, tiny pipeline): every row there, every figure real."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-from riid.eval.bench import QUICK_CASES, Row, markdown_table, run_bench
-
 REPO = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("bench_script", REPO / "benchmarks" / "bench.py")
+bench = sys.modules["bench_script"] = importlib.util.module_from_spec(_spec)  # for @dataclass
+_spec.loader.exec_module(bench)
 
 
 @pytest.fixture(scope="module")
 def quick_report(tiny_pipeline_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    return run_bench(tiny_pipeline_dir, quick=True, out=out, threads=1), out
+    return bench.run_bench(tiny_pipeline_dir, quick=True, out=out, threads=1), out
 
 
 def test_quick_bench_rows_are_measured_beside_estimates(quick_report):
     report, _ = quick_report
     rows = report["rows"]
-    assert [r["what"] for r in rows] == ["float32 matmul"] + ["sampling"] * len(QUICK_CASES)
+    training = ["autoencoder training step", "diffuser training step"]
+    assert [r["what"] for r in rows] == (["float32 matmul"] + ["sampling"] * len(bench.QUICK_CASES)
+                                         + training)
     assert rows[0]["rate"] > 0 and "GFLOP/s" in rows[0]["unit"]
-    for r, (side, n) in zip(rows[1:], QUICK_CASES):
+    for r, (side, n) in zip(rows[1:], bench.QUICK_CASES):  # each from a fresh process
         assert "failed" not in r["note"], r
         assert r["setting"].startswith(f"{n} digit(s) at {side}×{side} px"), r
         assert r["seconds"] > 0 and r["rate"] == pytest.approx(n / r["seconds"]), r
         assert r["peak_mib"] >= r["call_peak_mib"] >= r["baseline_mib"] > 100, r  # torch alone
         assert r["estimate_s"] > 0 and r["estimate_mib"] > 0, r
+    for r in rows[-2:]:
+        assert r["seconds"] > 0 and r["rate"] > 0 and "% of the matmul rate" in r["note"], r
     assert report["meta"]["quick"] and report["meta"]["threads"] == 1
     assert len(report["meta"]["load_at_start"]) == 3
 
@@ -37,23 +43,14 @@ def test_quick_bench_writes_table_and_json(quick_report):
     report, out = quick_report
     assert json.loads((out / "bench-quick.json").read_text()) == json.loads(json.dumps(report))
     assert not (out / "bench.md").exists()  # a smoke run never overwrites a full record
+    assert not (out / "bench.json").exists()
     lines = (out / "bench-quick.md").read_text().splitlines()
     table = [line for line in lines if line.startswith("|")]
     assert len(table) == 2 + len(report["rows"])  # header, rule, one line per row
 
 
 def test_table_marks_missing_figures():
-    table = markdown_table([Row("sampling", "1 digit(s) at 1024×1024 px", estimate_s=6.0,
-                                note="failed: killed by signal 9")])
-    assert table.splitlines()[-1] == ("| sampling | 1 digit(s) at 1024×1024 px | – | – | 6 s | – "
-                                      "| – | – | failed: killed by signal 9 |")
-
-
-def test_training_rows_of_the_benchmark_script(tiny_pipeline_dir):
-    spec = importlib.util.spec_from_file_location("bench_script", REPO / "benchmarks" / "bench.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    rows = script.training_rows(tiny_pipeline_dir, quick=True, gflops=100.0)
-    assert [r.what for r in rows] == ["autoencoder training step", "diffuser training step"]
-    for r in rows:
-        assert r.seconds > 0 and r.rate > 0 and "% of the matmul rate" in r.note, r
+    table = bench.markdown_table([bench.Row("sampling", "1 digit(s) at 1024×1024 px",
+                                            estimate_s=6.0, note="failed: killed by signal 9")])
+    assert table.splitlines()[-1] == ("| sampling | 1 digit(s) at 1024×1024 px | – | – | 6 s "
+                                      "| – | – | – | failed: killed by signal 9 |")

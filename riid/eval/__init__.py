@@ -1,1 +1,1 @@
-"""Evaluation built on the core: judging networks, metrics, the ``riid eval`` report, the bench."""
+"""Evaluation built on the core: judging networks, metrics and the ``riid eval`` report."""
