@@ -1,14 +1,11 @@
 """The one attention used by every attention layer of both models.
 
-Tokens that have positions may add a Gaussian locality bias, −|p_q − p_k|² / (2σ_h²), with one
-learnable width σ_h per head, measured in the continuous (relative) coordinate frame. Because
-the width lives in image units rather than grid units, a head attends to the same region of the
-image whatever the grid's density: the softmax turns it into a kernel-weighted average over
-however many tokens fall inside. It also lets a fresh model read "what is near me" from the
-first step, where learning locality through random projections of Fourier features stalls.
+Tokens with positions may add a Gaussian locality bias −|p_q − p_k|² / (2σ_h²), one learnable
+width σ_h per head, in the continuous (relative) coordinate frame. As the width is in image units,
+not grid units, a head attends to the same region of the image at any grid density (the softmax
+makes it a kernel-weighted average over however many tokens fall inside), and a fresh model reads
+"what is near me" from the first step, where learning locality through Fourier features stalls.
 """
-from __future__ import annotations
-
 import math
 
 import torch
@@ -20,9 +17,8 @@ SCORE_BUDGET = 256 * 2**20  # bytes of [queries, keys] matrices a biased attenti
 
 
 def score_matrices(heads: int) -> int:
-    """[B, n, Nk]-sized float matrices alive in a biased attention: the distances (cdist, its
-    square), the bias per head, and the maths path's scores and softmax per head (riid.cost counts
-    with it)."""
+    """[B, n, Nk]-sized float matrices alive in a biased attention (riid.cost counts with it): the
+    distances (cdist, its square), and per head the bias and the maths path's scores and softmax."""
     return 4 + 3 * heads
 
 
@@ -34,56 +30,46 @@ def query_chunk(batch: int, heads: int, keys: int, element_size: int = 4) -> int
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
               chunk: int | None = None, positions: tuple[torch.Tensor, torch.Tensor] | None = None,
               log_sigma: torch.Tensor | None = None) -> torch.Tensor:
-    """Multi-head scaled dot-product attention over token sequences.
-
-    q: [B, Nq, D]; k, v: [B, Nk, D]; positions: optional (q_pos [B, Nq, P],
-    k_pos [B, Nk, P]) with log_sigma [heads] for the locality bias. ``chunk`` splits the
-    queries so that memory stays bounded for very long sequences; with a bias the chunk is
-    also capped by :func:`query_chunk`, which is exact and costs no quality. Returns [B, Nq, D].
-    """
-    k, v = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (k, v))
-    outputs = []
-    step = chunk or q.shape[1]
+    """Multi-head scaled dot-product attention: q [B, Nq, D], k and v [B, Nk, D] → [B, Nq, D].
+    positions (q_pos [B, Nq, P], k_pos [B, Nk, P]) with log_sigma [heads] add the locality bias.
+    ``chunk`` splits the queries to bound memory; with a bias :func:`query_chunk` also caps it
+    (exact: it costs no quality)."""
+    q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (q, k, v))
+    step = chunk or q.shape[2]
     if positions is not None:
         step = min(step, query_chunk(q.shape[0], heads, k.shape[2], q.element_size()))
-    for start in range(0, q.shape[1], step):
+    outputs = []
+    for start in range(0, q.shape[2], step):
         part = slice(start, start + step)
-        q_part = rearrange(q[:, part], "b n (h d) -> b h n d", h=heads)
         bias = None
         if positions is not None:
-            dist2 = torch.cdist(positions[0][:, part], positions[1]).pow(2)  # [B, n, Nk]
-            # [B, H, n, Nk]
-            bias = -dist2[:, None] * (0.5 * torch.exp(-2 * log_sigma))[None, :, None, None]
-        out = F.scaled_dot_product_attention(q_part, k, v, attn_mask=bias)
+            d2 = torch.cdist(positions[0][:, part], positions[1]).pow(2)[:, None]  # [B, 1, n, Nk]
+            bias = -d2 * (0.5 * torch.exp(-2 * log_sigma))[:, None, None]  # [B, H, n, Nk]
+        out = F.scaled_dot_product_attention(q[:, :, part], k, v, attn_mask=bias)
         outputs.append(rearrange(out, "b h n d -> b n (h d)"))
     return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
 
 
 def random_subset(fraction: float, tokens: torch.Tensor, *others: torch.Tensor,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
-    """The same random share of the tokens for every query of an item (training's key dropout).
-
-    tokens and others: [B, N, ...] aligned along N. Keeps max(1, round(fraction·N)) tokens per
-    item; fraction ≥ 1 returns the inputs unchanged. Gathering keys once per item is far cheaper
-    than a per-query mask, which forces the attention's slow path and a [B, H, Nq, Nk] fill.
-    """
-    b, n = tokens.shape[:2]
+    """The same random share of the tokens for every query of an item (training's key dropout):
+    max(1, round(fraction·N)) of tokens and others [B, N, ...] aligned along N, all if fraction ≥ 1.
+    Gathering keys once per item is far cheaper than a per-query mask, which forces the attention's
+    slow path and a [B, H, Nq, Nk] fill."""
     if fraction >= 1:
         return (tokens, *others)
+    b, n = tokens.shape[:2]
     keep = max(1, round(fraction * n))
-    # [B, m]
     idx = torch.rand(b, n, generator=generator, device=tokens.device).argsort(dim=1)[:, :keep]
     return tuple(t.gather(1, idx.view(b, keep, *[1] * (t.ndim - 2)).expand(b, keep, *t.shape[2:]))
-                 for t in (tokens, *others))
+                 for t in (tokens, *others))  # each [B, keep, ...]
 
 
 class Attention(nn.Module):
-    """Projections around :func:`attention`; self-attention when ``context`` is None.
-
-    Keys and values are projected once per token (never per query–token pair), so the
-    cost and memory of a layer stay linear in the number of queries. With ``sigmas`` (initial
-    widths of the heads' locality bias, in relative image units) callers pass ``positions``.
-    """
+    """Projections around :func:`attention`; self-attention when ``context`` is None. Keys and
+    values are projected once per token (never per query–token pair), so a layer's cost and memory
+    stay linear in the queries. With ``sigmas`` (initial widths of the heads' locality bias, in
+    relative image units) callers pass ``positions``."""
 
     def __init__(self, dim: int, heads: int, context_dim: int | None = None,
                  sigmas: tuple[float, float] | None = None):
@@ -96,9 +82,7 @@ class Attention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
         self.log_sigma = None
         if sigmas is not None:  # widths spaced geometrically from local to broad
-            self.log_sigma = nn.Parameter(
-                torch.linspace(math.log(sigmas[0]), math.log(sigmas[1]), heads)
-            )
+            self.log_sigma = nn.Parameter(torch.linspace(*map(math.log, sigmas), heads))
 
     def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of a context, reusable across query chunks: 2 × [B, Nk, D]."""
@@ -108,19 +92,15 @@ class Attention(nn.Module):
                 chunk: int | None = None, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
                 positions: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         k, v = kv if kv is not None else self.project_context(x if context is None else context)
-        if self.log_sigma is None:
-            positions = None
+        positions = positions if self.log_sigma is not None else None
         out = attention(self.to_q(x), k, v, self.heads, chunk, positions, self.log_sigma)
         return self.to_out(out)
 
 
 class TokenEmbedding(nn.Module):
-    """A token from its values and its position features, each projected on its own and summed.
-
-    Concatenating a few value channels to the 88 position channels before one projection drowns
-    the values (a fresh model's tokens then barely depend on the image); separate projections
-    give both the same footing.
-    """
+    """A token from its values and its position features, each projected on its own and summed:
+    one projection of a few value channels concatenated to the 88 position channels drowns the
+    values (a fresh model's tokens then barely depend on the image)."""
 
     def __init__(self, channels: int, position_channels: int, dim: int):
         super().__init__()

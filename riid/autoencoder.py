@@ -4,9 +4,8 @@ encode: latent-grid coordinates ask (cross-attention) the image's pixel tokens w
 decode: output-pixel coordinates ask the latent tokens what is there.
 Neither side ever assumes a grid size, so both work at any size and aspect ratio.
 """
-from __future__ import annotations
-
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -28,18 +27,15 @@ class RIAEConfig:
     decoder_blocks: int = 2  # self-attention blocks over latent tokens before pixels read them
     pixel_layers: int = 3  # rounds of (pixel → latent cross-attention, per-pixel MLP)
     mlp_ratio: int = 2
-    # the latent side in training is about image side / reduction (see riid.tasks)
-    reduction: int = 4
+    reduction: int = 4  # the latent side in training is about image side / reduction (riid.tasks)
     encode_fraction: float = 0.5  # share of an image's pixels its latent queries see in training
     decode_fraction: float = 0.75  # share of a latent's tokens its pixel queries see in training
-    # Gaussian noise on the latent in training: a decoder robust to diffusion error
-    latent_noise: float = 0.05
+    latent_noise: float = 0.05  # Gaussian, on training latents: a decoder robust to diffusion error
 
 
-# The grid the decoder reads the image function on: its shorter side at least the 32 px the digits
-# were learnt at (smaller outputs are area-averaged from it, as real digits are resized), its longer
-# side at most 256 px (larger outputs are resized bicubically: the function holds no finer detail;
-# README, "How it works").
+# The grid the decoder reads the image function on (README, "How it works"): shorter side at least
+# the 32 px the digits were learnt at (smaller outputs are area-averaged from it, like real digits),
+# longer side at most 256 px (larger ones are resized bicubically: it holds no finer detail).
 READ_SIDES = (32, 256)
 
 # Initial widths (relative image units; the long side is 1) of the heads' locality bias.
@@ -81,8 +77,7 @@ def fitted_size(latent_size, output_size) -> tuple[int, int]:
 
 
 def read_size(height: int, width: int) -> tuple[int, int]:
-    """The grid riid.pipeline reads an output of height×width from the decoder on (see
-    READ_SIDES)."""
+    """The grid riid.pipeline reads an output of height×width from the decoder on (READ_SIDES)."""
     scale = max(1.0, READ_SIDES[0] / min(height, width))
     if max(height, width) * scale > READ_SIDES[1]:
         scale = READ_SIDES[1] / max(height, width)
@@ -90,57 +85,45 @@ def read_size(height: int, width: int) -> tuple[int, int]:
 
 
 class RIAE(nn.Module):
-
     def __init__(self, config: RIAEConfig):
         super().__init__()
         self.config = c = config
         if c.reduction < 1 or c.channels < 1 or c.latent_channels < 1:
             raise ValueError(f"reduction, channels and latent_channels must be at least 1, got {c}")
+        block = partial(Block, c.dim, c.heads, c.mlp_ratio)
         self.pixel_in = TokenEmbedding(c.channels, COORD_CHANNELS, c.dim)
         self.latent_query = nn.Linear(COORD_CHANNELS, c.dim)
-        self.encode_cross = Block(c.dim, c.heads, c.mlp_ratio, CROSS_SIGMAS)
-        self.encode_blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, SELF_SIGMAS)
-                                           for _ in range(c.encoder_blocks))
+        self.encode_cross = block(CROSS_SIGMAS)
+        self.encode_blocks = nn.ModuleList(block(SELF_SIGMAS) for _ in range(c.encoder_blocks))
         self.to_latent = nn.Linear(c.dim, c.latent_channels)
 
         self.latent_in = TokenEmbedding(c.latent_channels, COORD_CHANNELS, c.dim)
-        self.decode_blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, SELF_SIGMAS)
-                                           for _ in range(c.decoder_blocks))
+        self.decode_blocks = nn.ModuleList(block(SELF_SIGMAS) for _ in range(c.decoder_blocks))
         self.pixel_query = nn.Linear(COORD_CHANNELS, c.dim)
-        self.pixel_layers = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, CROSS_SIGMAS)
-                                          for _ in range(c.pixel_layers))
+        self.pixel_layers = nn.ModuleList(block(CROSS_SIGMAS) for _ in range(c.pixel_layers))
         self.to_pixels = nn.Sequential(nn.LayerNorm(c.dim), nn.Linear(c.dim, c.channels))
 
     def _check_grid(self, name: str, x: torch.Tensor, channels: int, high: int) -> torch.Tensor:
         x = check_tensor(name, x, self.to_latent.weight.dtype)
         if x.ndim != 4 or x.shape[1] != channels:
-            raise ValueError(
-                f"{name} must be a tensor [batch, {channels}, height, width], got {tuple(x.shape)}"
-            )
+            raise ValueError(f"{name} must be a tensor [batch, {channels}, height, width], "
+                             f"got {tuple(x.shape)}")
         check_size(f"{name} size", tuple(x.shape[-2:]), high)
         if x.shape[0] < 1:
             raise ValueError(f"{name} batch must hold at least one item")
         return x
 
     def encoder_modules(self) -> list[nn.Module]:
-        """The modules that make the latent; freezing them keeps a trained diffuser's latent space
-        valid."""
-        return [
-            self.pixel_in,
-            self.latent_query,
-            self.encode_cross,
-            self.encode_blocks,
-            self.to_latent,
-        ]
+        """The modules that make the latent (frozen, a trained diffuser's latents stay valid)."""
+        return [self.pixel_in, self.latent_query, self.encode_cross, self.encode_blocks,
+                self.to_latent]
 
     def encode(self, image: torch.Tensor, latent_size, fraction: float = 1.0,
                jitter: bool | None = None) -> torch.Tensor:
-        """image [B, C, H, W] in [-1, 1] → latent [B, Cl, h, w], for any (h, w)
-        (riid.pipeline.default_latent_size gives the one a digit is diffused on).
-
-        ``fraction`` < 1 lets each latent query see a random share of the pixels (training);
-        ``jitter`` (default: in training mode) perturbs the coordinates.
-        """
+        """image [B, C, H, W] in [-1, 1] → latent [B, Cl, h, w], for any (h, w) (the one a digit is
+        diffused on: riid.pipeline.default_latent_size). ``fraction`` < 1 lets each latent query see
+        a random share of the pixels (training); ``jitter`` (default: in training mode) perturbs the
+        coordinates."""
         image = self._check_grid("image", image, self.config.channels, LIMITS.side)
         b, _, height, width = image.shape
         h, w = check_size("latent_size", latent_size, LIMITS.latent_side)
@@ -152,23 +135,22 @@ class RIAE(nn.Module):
         pixels = self.pixel_in(colours, fourier_features(pixel_pos))  # [B, HW, D]
         queries = self.latent_query(fourier_features(latent_pos))  # [B, hw, D]
         pixels, pixel_xy = random_subset(fraction, pixels, pixel_pos[..., :2])
-        x = self.encode_cross(
-            queries, (latent_pos[..., :2], pixel_xy), kv=self.encode_cross.context_kv(pixels)
-        )
+        latent_xy = latent_pos[..., :2]
+        kv = self.encode_cross.context_kv(pixels)
+        x = self.encode_cross(queries, (latent_xy, pixel_xy), kv=kv)  # [B, hw, D]
         for block in self.encode_blocks:
-            x = block(x, (latent_pos[..., :2], latent_pos[..., :2]))
-        latent = nn.functional.layer_norm(self.to_latent(x), (self.config.latent_channels,))
+            x = block(x, (latent_xy, latent_xy))
+        latent = F.layer_norm(self.to_latent(x), (self.config.latent_channels,))
         return rearrange(latent, "b (h w) c -> b c h w", h=h, w=w)
 
     def _latent_context(self, latent: torch.Tensor, fraction: float) -> tuple[list, torch.Tensor]:
         """Keys and values of (a random ``fraction`` of) the latent tokens for each pixel layer,
         computed once per latent, and those tokens' relative positions [B, n, 2]."""
         b, _, h, w = latent.shape
-        jitter = self.training
-        if jitter and self.config.latent_noise:
+        if self.training and self.config.latent_noise:
             latent = latent + self.config.latent_noise * torch.randn_like(latent)
         tokens = rearrange(latent, "b c h w -> b (h w) c")
-        pos = dual_coords(h, w, b, jitter, device=latent.device, dtype=latent.dtype)
+        pos = dual_coords(h, w, b, self.training, device=latent.device, dtype=latent.dtype)
         x = self.latent_in(tokens, fourier_features(pos))  # [B, hw, D]
         for block in self.decode_blocks:
             x = block(x, (pos[..., :2], pos[..., :2]))
@@ -177,14 +159,12 @@ class RIAE(nn.Module):
 
     def decode_at(self, latent: torch.Tensor, coords: torch.Tensor, fraction: float = 1.0,
                   chunk: int = 16384) -> torch.Tensor:
-        """Values [B, N, C] of the image function at any dual coordinates [B, N, 4] (see
-        riid.coords)."""
+        """Values [B, N, C] of the image function at any dual coordinates [B, N, 4]."""
         latent = self._check_grid("latent", latent, self.config.latent_channels, LIMITS.latent_side)
         coords = check_tensor("coords", coords, latent.dtype)
         if coords.ndim != 3 or coords.shape[-1] != 4 or coords.shape[0] != latent.shape[0]:
-            raise ValueError(
-                f"coords must be [{latent.shape[0]}, points, 4], got {tuple(coords.shape)}"
-            )
+            raise ValueError(f"coords must be [{latent.shape[0]}, points, 4], "
+                             f"got {tuple(coords.shape)}")
         fraction = check_fraction("fraction", fraction)
         chunk = check_int("chunk", chunk, 1, 1 << 24)
         kvs, latent_xy = self._latent_context(latent, fraction)
@@ -197,41 +177,30 @@ class RIAE(nn.Module):
             pieces.append(self.to_pixels(q))  # [B, n, C]
         return torch.cat(pieces, dim=1)
 
-    def decode(
-        self, latent: torch.Tensor, output_size, fraction: float = 1.0, chunk: int = 16384
-    ) -> torch.Tensor:
-        """latent [B, Cl, h, w] → image [B, C, H, W] at any (H, W), never stretched.
-
-        An output of the latent's aspect ratio is read out whole. Another aspect ratio gets the
-        latent's content at its own aspect, as large as fits, centred on a background canvas: a
-        square digit decoded at 24×40 is the 24×24 digit with 8 background columns each side. Output
-        pixels are independent queries, decoded ``chunk`` at a time so that memory stays bounded at
-        any size.
-        """
+    def decode(self, latent: torch.Tensor, output_size, fraction: float = 1.0,
+               chunk: int = 16384) -> torch.Tensor:
+        """latent [B, Cl, h, w] → image [B, C, H, W] at any (H, W), never stretched: another aspect
+        ratio than the latent's gets the latent's content at its own aspect, as large as fits,
+        centred on a background canvas (a square digit at 24×40 is the 24×24 digit with 8
+        background columns each side). Pixels are decoded ``chunk`` at a time: bounded memory."""
         latent = self._check_grid("latent", latent, self.config.latent_channels, LIMITS.latent_side)
         height, width = check_size("output_size", output_size, LIMITS.side)
         inner_h, inner_w = fitted_size(latent.shape[-2:], (height, width))
         coords = dual_coords(inner_h, inner_w, latent.shape[0], self.training, device=latent.device,
                              dtype=latent.dtype)
-        pixels = rearrange(
-            self.decode_at(latent, coords, fraction, chunk), "b (h w) c -> b c h w", h=inner_h
-        )
-        top, left = (height - inner_h) // 2, (width - inner_w) // 2
-        return F.pad(
-            pixels, (left, width - inner_w - left, top, height - inner_h - top), value=-1.0
-        )
+        pixels = self.decode_at(latent, coords, fraction, chunk)  # [B, inner_h·inner_w, C]
+        pixels = rearrange(pixels, "b (h w) c -> b c h w", h=inner_h)
+        dh, dw = height - inner_h, width - inner_w  # centred on a background of -1
+        return F.pad(pixels, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), value=-1.0)
 
     def forward(self, image: torch.Tensor, latent_size, coords: torch.Tensor,
                 train_encoder: bool = True) -> torch.Tensor:
         """Training round trip: encode, then read the image function back at ``coords`` [B, N, 4].
-
-        ``train_encoder=False`` encodes without gradients exactly as inference does (every pixel, no
-        jitter), so a decoder fine-tuned this way learns the very latents a diffuser generates.
-        """
+        ``train_encoder=False`` encodes without gradients exactly as inference does (every pixel,
+        no jitter), so a decoder tuned this way learns the very latents a diffuser generates."""
         if train_encoder:
-            latent = self.encode(
-                image, latent_size, self.config.encode_fraction if self.training else 1.0
-            )
+            fraction = self.config.encode_fraction if self.training else 1.0
+            latent = self.encode(image, latent_size, fraction)
         else:
             with torch.no_grad():
                 latent = self.encode(image, latent_size, jitter=False)

@@ -1,23 +1,19 @@
 """Dual coordinates of a pixel grid and their Fourier features.
 
-Every pixel is a sample of a continuous function on a square domain. A pixel's
-position is the centre of its cell, so grids of different sizes cover the same
-domain and interleave exactly. Two systems are used side by side:
+A pixel samples a continuous function on a square domain at the centre of its cell, so grids of
+any size cover the same domain and interleave exactly. Two systems are used side by side:
 
-- relative: the longer side spans [-0.5, 0.5], the shorter ±0.5·short/long
-  (an inscribed-square frame, so composition never stretches with aspect);
+- relative: the longer side spans [-0.5, 0.5], the shorter ±0.5·short/long (an inscribed-square
+  frame, so composition never stretches with aspect);
 - absolute: both sides span [-0.5, 0.5] (the model knows where the borders are).
 """
-from __future__ import annotations
-
 import math
 
 import torch
 import torch.nn.functional as F
 
 FREQ_EXPONENTS = tuple(range(-3, 8))  # π·2^k for k = -3 … 7, up to 128π
-NUM_FREQS = len(FREQ_EXPONENTS)
-COORD_CHANNELS = 4 * 2 * NUM_FREQS  # (rel y, rel x, abs y, abs x) × (sin, cos) × freqs = 88
+COORD_CHANNELS = 4 * 2 * len(FREQ_EXPONENTS)  # (rel y, rel x, abs y, abs x) × (sin, cos) × 11 = 88
 
 
 def cell_centres(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -28,22 +24,16 @@ def cell_centres(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
 def dual_coords(height: int, width: int, batch: int = 1, jitter: bool = False,
                 generator: torch.Generator | None = None, device=None,
                 dtype=torch.float32) -> torch.Tensor:
-    """Coordinates of every pixel of a height×width grid: [batch, height*width, 4].
-
-    Channels are (relative y, relative x, absolute y, absolute x), row-major.
-    With ``jitter`` (training only) each pixel's continuous position moves by a
-    Gaussian of std half a pixel pitch, drawn once per pixel and mapped into both
-    systems so that they stay consistent.
-    """
-    ys = cell_centres(height, device, dtype)
-    xs = cell_centres(width, device, dtype)
+    """Coordinates of every pixel of a height×width grid, row-major: [batch, height*width, 4] as
+    (relative y, relative x, absolute y, absolute x). ``jitter`` (training only) moves each pixel by
+    a Gaussian of std half a pixel pitch, the same in both systems so that they stay consistent."""
+    ys, xs = cell_centres(height, device, dtype), cell_centres(width, device, dtype)
     ay, ax = torch.meshgrid(ys, xs, indexing="ij")
-    absolute = torch.stack([ay, ax], dim=-1).reshape(1, height * width, 2).expand(batch, -1, -1)
+    n = height * width
+    absolute = torch.stack([ay, ax], dim=-1).reshape(1, n, 2).expand(batch, -1, -1)
     if jitter:
         pitch = torch.tensor([1.0 / height, 1.0 / width], device=device, dtype=dtype)
-        noise = torch.randn(
-            batch, height * width, 2, generator=generator, device=device, dtype=dtype
-        )
+        noise = torch.randn(batch, n, 2, generator=generator, device=device, dtype=dtype)
         absolute = absolute + noise * pitch / 2
     longest = max(height, width)
     to_relative = torch.tensor([height / longest, width / longest], device=device, dtype=dtype)

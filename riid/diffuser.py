@@ -1,13 +1,11 @@
-"""R2ID: a diffusion transformer over RIAE latents whose tokens are latent pixels at dual
-coordinates.
+"""R2ID: a diffusion transformer over RIAE latents, one token per latent pixel at dual coordinates.
 
-The encoder (cloud self-attention + FFN, AdaLN-modulated by time) runs once per step;
-the decoder (the same plus cross-attention to condition tokens) runs once per
-condition, so classifier-free guidance shares the encoder work.
+The encoder (cloud self-attention + FFN, AdaLN-modulated by time) runs once per step; the decoder
+(the same plus cross-attention to condition tokens) runs once per condition, so classifier-free
+guidance shares the encoder work.
 """
-from __future__ import annotations
-
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from einops import rearrange
@@ -39,9 +37,7 @@ class ConditionerConfig:
 
 class LabelConditioner(nn.Module):
     """A label one-hot [B, classes] → condition tokens [B, T, D]; all zeros is the null condition.
-
-    The original's stand-in for a text encoder.
-    """
+    The original's stand-in for a text encoder."""
 
     def __init__(self, config: ConditionerConfig):
         super().__init__()
@@ -62,12 +58,6 @@ class LabelConditioner(nn.Module):
         return rearrange(self.proj(one_hot), "b (t d) -> b t d", t=self.config.tokens)
 
 
-def time_features(alpha_bar: torch.Tensor) -> torch.Tensor:
-    """alpha_bar [B] in [0, 1] → Fourier features [B, 22] (mapped to [-0.5, 0.5] like a
-    coordinate)."""
-    return fourier_features((alpha_bar - 0.5)[:, None])
-
-
 # Initial widths (relative image units) of the self-attention heads' locality bias: from a
 # neighbourhood to effectively global, so composition and detail each have heads.
 SELF_SIGMAS = (0.08, 1.5)
@@ -75,12 +65,9 @@ SELF_SIGMAS = (0.08, 1.5)
 
 def cloud_attention(attn: Attention, x: torch.Tensor, xy: torch.Tensor, num_clouds: int,
                     chunk: int | None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Self-attention inside ``num_clouds`` random groups of tokens (1 = full attention);
-    xy [B, N, 2].
-
-    The groups come from ``generator`` (a CPU generator) when one is given, so seeded sampling
-    repeats.
-    """
+    """Self-attention inside ``num_clouds`` random groups of tokens (1 = full attention), xy
+    [B, N, 2]. The groups come from ``generator`` (a CPU generator) when one is given, so seeded
+    sampling repeats."""
     n = x.shape[1]
     if num_clouds <= 1 or n <= num_clouds:
         return attn(x, chunk=chunk, positions=(xy, xy))
@@ -109,9 +96,8 @@ class ModulatedBlock(nn.Module):
     def forward(self, x, xy, t, num_clouds=1, cond=None, chunk=None, generator=None):
         # x [B, N, D], xy [B, N, 2], t [B, D], cond [B, T, Dc]
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(t)[:, None].chunk(6, dim=-1)
-        x = x + gate1 * cloud_attention(
-            self.attn, self.norm1(x) * (1 + scale1) + shift1, xy, num_clouds, chunk, generator
-        )
+        h = self.norm1(x) * (1 + scale1) + shift1
+        x = x + gate1 * cloud_attention(self.attn, h, xy, num_clouds, chunk, generator)
         if self.cross is not None:
             x = x + self.cross(self.norm_cross(x), context=cond, chunk=chunk)
         return x + gate2 * self.ff(self.norm2(x) * (1 + scale2) + shift2)
@@ -121,39 +107,33 @@ class R2ID(nn.Module):
     def __init__(self, config: R2IDConfig):
         super().__init__()
         self.config = c = config
+        block = partial(ModulatedBlock, c.dim, c.heads, c.mlp_ratio)
         self.tokens_in = TokenEmbedding(c.latent_channels, COORD_CHANNELS, c.dim)
         self.time_mlp = nn.Sequential(nn.Linear(2 * 11, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
         # the condition also modulates the decoder (AdaLN), through the mean of its tokens
-        self.cond_mlp = nn.Sequential(
-            nn.Linear(c.cond_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim)
-        )
-        self.encoder = nn.ModuleList(
-            ModulatedBlock(c.dim, c.heads, c.mlp_ratio, None) for _ in range(c.encoder_blocks)
-        )
-        self.decoder = nn.ModuleList(ModulatedBlock(c.dim, c.heads, c.mlp_ratio, c.cond_dim)
-                                     for _ in range(c.decoder_blocks))
+        self.cond_mlp = nn.Sequential(nn.Linear(c.cond_dim, c.dim), nn.SiLU(),
+                                      nn.Linear(c.dim, c.dim))
+        self.encoder = nn.ModuleList(block(None) for _ in range(c.encoder_blocks))
+        self.decoder = nn.ModuleList(block(c.cond_dim) for _ in range(c.decoder_blocks))
         self.norm_out = nn.LayerNorm(c.dim, elementwise_affine=False)
         self.out_modulation = nn.Linear(c.dim, 2 * c.dim)
         self.head = nn.Linear(c.dim, c.latent_channels)
-        for layer in (self.out_modulation, self.head):
+        for layer in (self.out_modulation, self.head):  # a fresh model predicts zero noise
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, alpha_bar: torch.Tensor, conds: list[torch.Tensor],
                 num_clouds: int | None = None, chunk: int | None = None,
                 generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """Predict the noise of x [B, Cl, h, w] at alpha_bar [B] under each condition in ``conds``.
-
-        Returns one epsilon [B, Cl, h, w] per condition; the encoder runs once for all of them
-        and the decoder runs once on the conditions stacked along the batch. Each condition
-        [B, T, cond_dim] reaches the decoder twice: by cross-attention to its tokens and, through
-        their mean, in the blocks' adaptive layer norm alongside the time.
-        """
+        """Predict the noise of x [B, Cl, h, w] at alpha_bar [B] under each condition in ``conds``:
+        one epsilon [B, Cl, h, w] per condition. The encoder runs once for all of them, the decoder
+        once on the conditions stacked along the batch. Each condition [B, T, cond_dim] reaches the
+        decoder twice: by cross-attention to its tokens and, through their mean, in the blocks'
+        adaptive layer norm alongside the time."""
+        c = self.config
         x = check_tensor("x", x, self.head.weight.dtype)
-        if x.ndim != 4 or x.shape[1] != self.config.latent_channels:
-            raise ValueError(
-                f"x must be [batch, {self.config.latent_channels}, h, w], got {tuple(x.shape)}"
-            )
+        if x.ndim != 4 or x.shape[1] != c.latent_channels:
+            raise ValueError(f"x must be [batch, {c.latent_channels}, h, w], got {tuple(x.shape)}")
         b, _, h, w = x.shape
         alpha_bar = check_tensor("alpha_bar", alpha_bar, x.dtype)
         if alpha_bar.shape != (b,):
@@ -162,23 +142,19 @@ class R2ID(nn.Module):
         if not conds:
             raise ValueError("conds must hold at least one condition")
         for cond in conds:
-            if cond.ndim != 3 or cond.shape[0] != b or cond.shape[2] != self.config.cond_dim:
-                raise ValueError(f"each condition must be [{b}, tokens, {self.config.cond_dim}], "
+            if cond.ndim != 3 or cond.shape[0] != b or cond.shape[2] != c.cond_dim:
+                raise ValueError(f"each condition must be [{b}, tokens, {c.cond_dim}], "
                                  f"got {tuple(cond.shape)}")
-        # the config's clouds are capped at the tokens: a model trained with clouds still samples a
-        # 1×1 latent
-        clouds = (
-            check_int("num_clouds", num_clouds, 1, h * w)
-            if num_clouds
-            else min(self.config.num_clouds, h * w)
-        )
+        # the config's clouds are capped at the tokens: a model trained with clouds samples 1×1 too
+        clouds = (check_int("num_clouds", num_clouds, 1, h * w) if num_clouds
+                  else min(c.num_clouds, h * w))
         pos = dual_coords(h, w, b, self.training, device=x.device, dtype=x.dtype)
         xy = pos[..., :2]
-        # [B, N, D]
         tokens = self.tokens_in(rearrange(x, "b c h w -> b (h w) c"), fourier_features(pos))
-        t = self.time_mlp(time_features(alpha_bar.to(x.dtype)))  # [B, D]
+        # time as a coordinate: alpha_bar in [0, 1] → [-0.5, 0.5] → Fourier features [B, 22]
+        t = self.time_mlp(fourier_features((alpha_bar.to(x.dtype) - 0.5)[:, None]))  # [B, D]
         for block in self.encoder:
-            tokens = block(tokens, xy, t, clouds, chunk=chunk, generator=generator)
+            tokens = block(tokens, xy, t, clouds, chunk=chunk, generator=generator)  # [B, N, D]
 
         k = len(conds)
         tokens, xy, t = tokens.repeat(k, 1, 1), xy.repeat(k, 1, 1), t.repeat(k, 1)  # [kB, ...]

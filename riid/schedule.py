@@ -1,19 +1,15 @@
 """The cosine noise schedule: alpha_bar(t) = cos²(((t + s) / (1 + s))·π/2), t in [0, 1]."""
-from __future__ import annotations
-
 import math
 
 import torch
 
 S = 0.008
 MIN_ALPHA_BAR = 1e-4  # alpha_bar(1) is 0; keep a trace of signal so log-SNR stays finite
+SPACINGS = ("time", "logsnr")
 
 
 def cosine_alpha_bar(t: torch.Tensor) -> torch.Tensor:
     return (torch.cos((t + S) / (1 + S) * math.pi / 2) ** 2).clamp(MIN_ALPHA_BAR, 1.0)
-
-
-SPACINGS = ("time", "logsnr")
 
 
 def log_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -28,22 +24,17 @@ def check_spacing(spacing: str) -> str:
 
 
 def sampling_alpha_bars(steps: int, spacing: str = "time", device=None) -> torch.Tensor:
-    """alpha_bar at steps + 1 points from pure noise (t = 1) to clean (t = 0).
-
-    ``time``: evenly spaced in t, which crowds the steps into the middle (|λ| < 2) and ends with a
-    long jump from λ ≈ 2.4 to clean. ``logsnr``: evenly spaced in λ between the same two ends, which
-    moves steps to both ends: sharper digits, but fewer steps where their shape is settled. The last
-    value is exactly 1, so the final step returns the clean estimate with no noise left
-    (cosine_alpha_bar(0) is 0.99984).
-    """
+    """alpha_bar at steps + 1 points from pure noise (t = 1) to clean (t = 0), the last exactly 1
+    (cosine_alpha_bar(0) is 0.99984) so that the final step returns the clean estimate, noise-free.
+    ``time``: evenly spaced in t, crowding the steps into the middle (|λ| < 2) and ending with a
+    long jump from λ ≈ 2.4 to clean. ``logsnr``: evenly spaced in λ between the same ends, moving
+    steps to both ends: sharper digits, but fewer steps where their shape is settled."""
     check_spacing(spacing)
     t = torch.linspace(1.0, 0.0, steps + 1, device=device, dtype=torch.float64)
     alpha_bars = cosine_alpha_bar(t)
     if spacing != "time":
-        ends = log_snr(alpha_bars[[0, -1]])
-        lam = torch.linspace(
-            float(ends[0]), float(ends[1]), steps + 1, device=device, dtype=torch.float64
-        )
+        ends = log_snr(alpha_bars[[0, -1]]).tolist()
+        lam = torch.linspace(*ends, steps + 1, device=device, dtype=torch.float64)
         alpha_bars = torch.sigmoid(2 * lam)
     alpha_bars[-1] = 1.0
     return alpha_bars
