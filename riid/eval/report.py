@@ -7,7 +7,6 @@ real digits at several sizes, and 16 → 32 px resampling against bicubic, score
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -16,7 +15,8 @@ import torch
 
 from .. import cost
 from ..images import resize
-from ..pipeline import DEFAULTS, Settings, default_checkpoint, default_latent_size, load_pipeline
+from ..pipeline import (DEFAULTS, SAMPLING, Settings, default_checkpoint, default_latent_size,
+                        load_pipeline)
 from ..validate import LIMITS, check_int, check_size
 from .classifier import Judges
 from .metrics import balanced_split, frechet_distance, psnr, real_at, sharpness, variety
@@ -27,8 +27,6 @@ FAST_SIZES = "16,32,96x32"
 DEFAULT_N, FAST_N = 100, 5
 RECON_SIZES = (16, 32, 64, 128)
 GRID_PER_DIGIT = 8  # samples per digit (one row per digit) in each grid PNG
-SAMPLING = [f.name for f in dataclasses.fields(Settings)
-            if f.name not in ("height", "width", "latent_height", "latent_width")]
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -53,12 +51,14 @@ def at_size(pipe, settings: Settings, height: int, width: int) -> Settings:
 
 @torch.no_grad()
 def round_trip(pipe, images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Encode images to the default latent of their size and decode them at height×width."""
+    """Encode images to the default latent of their size; decode them at height×width as
+    generation does (Pipeline.decode)."""
     s = pipe.settings(height, width, latent_size=default_latent_size(*images.shape[-2:]))
     step = cost.images_per_batch(pipe, s, input_size=tuple(images.shape[-2:]))
-    ae = pipe.autoencoder
-    return torch.cat([ae.decode(ae.encode(images[i:i + step], (s.latent_height, s.latent_width)),
-                                (height, width)).clamp(-1, 1) for i in range(0, len(images), step)])
+    latent = (s.latent_height, s.latent_width)
+    encode = pipe.autoencoder.encode
+    return torch.cat([pipe.decode(encode(images[i:i + step], latent), height, width)
+                      for i in range(0, len(images), step)])
 
 
 class Reference:
@@ -227,10 +227,10 @@ def markdown(report: dict) -> str:
 
 
 def add_eval_arguments(parser) -> None:
+    """The report's own flags; the CLI adds the sampling settings' flags."""
     parser.description = ("Resolution-invariance report: per size, class accuracy, realism "
                           "(Fréchet distance ÷ the real floor), variety, sharpness and time; "
                           "autoencoder reconstructions scored the same way. Written to --out.")
-    d = DEFAULTS
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="pipeline folder (default: the shipped weights)")
     parser.add_argument("--classifier", type=Path,
@@ -241,17 +241,6 @@ def add_eval_arguments(parser) -> None:
                                         f"(default {DEFAULT_SIZES}; --fast: {FAST_SIZES})")
     parser.add_argument("--n", type=int, help=f"digits per class and size (default {DEFAULT_N}; "
                                               f"--fast: {FAST_N})")
-    parser.add_argument("--steps", type=int, default=d.steps, help=f"default {d.steps}")
-    parser.add_argument("--cfg", type=float, default=d.cfg, help=f"default {d.cfg}")
-    parser.add_argument("--cfg-from", type=float, default=d.cfg_from,
-                        help=f"guidance start (log-SNR) (default {d.cfg_from})")
-    parser.add_argument("--sampler", default=d.sampler,
-                        help=f"ddim or dpmpp (default {d.sampler})")
-    parser.add_argument("--eta", type=float, default=d.eta, help=f"default {d.eta}")
-    parser.add_argument("--spacing", default=d.spacing,
-                        help=f"time or logsnr (default {d.spacing})")
-    parser.add_argument("--clouds", type=int, default=d.clouds, help=f"default {d.clouds}")
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
     parser.add_argument("--out", type=Path, default=Path("results/eval"),
                         help="default results/eval")
     parser.add_argument("--data-root", default="data",
@@ -272,12 +261,11 @@ def load_test_digits(root) -> tuple[torch.Tensor, torch.Tensor, str]:
     return images, labels, f"real digits: the shipped {len(images):,}-digit test fixture"
 
 
-def run_eval_cli(args) -> None:
+def run_eval_cli(args, sampling: dict) -> None:
+    """``riid eval``: ``args`` from add_eval_arguments, ``sampling`` the Settings fields to use."""
     sizes = parse_sizes(args.sizes or (FAST_SIZES if args.fast else DEFAULT_SIZES))
     pipe = load_pipeline(args.checkpoint)
-    settings = pipe.settings(steps=args.steps, cfg=args.cfg, cfg_from=args.cfg_from,
-                             sampler=args.sampler, eta=args.eta, spacing=args.spacing,
-                             clouds=args.clouds, seed=args.seed)
+    settings = pipe.settings(**sampling)
     judges = Judges.load(args.classifier, args.realism)
     images, labels, source = load_test_digits(args.data_root)
     notes = [f"checkpoint {args.checkpoint or default_checkpoint()}", source]
