@@ -1,5 +1,4 @@
-"""What a request costs before it runs: peak memory and seconds, and the guards that refuse too
-much.
+"""What a request costs before it runs (peak memory, seconds), and the guards that refuse too much.
 
 Memory adds up the float32 tensors alive at the worst moment of each stage (diffusion, the latent
 blocks of decoding, one decoding chunk, encoding) in units of one token's model width, plus the
@@ -7,8 +6,7 @@ score matrices each attention holds (counted by riid.attention itself), plus ~64
 pixel (coordinates, decoded pieces, clamping, uint8, the grid). It errs high: it exists so that the
 operating system never kills a process mid-request. Time counts the multiply-adds of the same
 stages and divides by a float32 rate measured on a 2-core CPU (``FLOP_RATE``); it is a guide, not a
-promise, and a faster machine finishes early.
-"""
+promise, and a faster machine finishes early."""
 from __future__ import annotations
 
 import math
@@ -26,11 +24,9 @@ TIME_ENV = "RIID_TIME_LIMIT_S"
 FLOP_RATE = 18e9
 FLOAT = 4  # bytes per float32
 
-# [2n, hw, D] tensors alive in one R2ID block (attention, FFN hidden, residuals)
-DIFFUSER_TENSORS = 20
+DIFFUSER_TENSORS = 20  # [2n, hw, D] tensors alive in one R2ID block (attention, FFN, residuals)
 DECODER_TENSORS = 12  # [n, chunk, D] tensors alive in one RIAE pixel layer
-# [n, HW, D] tensors of the pixel tokens RIAE.encode reads (tokens, norm, keys, values)
-ENCODER_TENSORS = 5
+ENCODER_TENSORS = 5  # [n, HW, D] tensors of the pixels RIAE.encode reads (tokens, norm, k, v)
 LATENT_TENSORS = 12  # [n, hw, D] tensors in RIAE's latent blocks
 BYTES_PER_OUTPUT_PIXEL = 64
 DECODE_CHUNK = 16384  # RIAE.decode's default query chunk
@@ -43,40 +39,29 @@ def _read_pixels(height: int, width: int, latent_h: int, latent_w: int) -> int:
 
 
 def _scores(batch: int, heads: int, queries: int, keys: int) -> int:
-    """Bytes of the [queries, keys] matrices of one biased attention, chunked as riid.attention
-    chunks it."""
+    """Bytes of one biased attention's [queries, keys] matrices, chunked as riid.attention does."""
     queries = min(queries, query_chunk(batch, heads, keys))
     return score_matrices(heads) * batch * queries * keys * FLOAT
 
 
 def peak_bytes(pipeline, n: int, height: int, width: int, latent_h: int, latent_w: int,
                input_size: tuple[int, int] | None = None, clouds: int = 1) -> int:
-    """Estimated peak of ``n`` images of height×width from latents of latent_h×latent_w, above the
-    models.
-
-    With ``input_size`` (H, W) the latents come from encoding n images of that size (resampling)
-    instead of diffusion with classifier-free guidance (2n rows in the decoder blocks).
-    """
+    """Estimated peak bytes, above the models, of ``n`` images of height×width from latents of
+    latent_h×latent_w: from diffusion with guidance (2n rows in the decoder blocks), or, with
+    ``input_size`` (H, W), from encoding n images of that size (resampling)."""
     ae, diff = pipeline.autoencoder.config, pipeline.diffuser.config
-    tokens, pixels, read = (
-        latent_h * latent_w,
-        height * width,
-        _read_pixels(height, width, latent_h, latent_w),
-    )
+    tokens, pixels = latent_h * latent_w, height * width
+    read = _read_pixels(height, width, latent_h, latent_w)
     if input_size is None:
-        # cloud attention: one group at a time
-        group = math.ceil(tokens / max(1, min(clouds, tokens)))
-        make_latents = DIFFUSER_TENSORS * 2 * n * tokens * diff.dim * FLOAT + _scores(
-            2 * n, diff.heads, group, group
-        )
+        group = math.ceil(tokens / max(1, min(clouds, tokens)))  # cloud attention: group by group
+        make_latents = (DIFFUSER_TENSORS * 2 * n * tokens * diff.dim * FLOAT
+                        + _scores(2 * n, diff.heads, group, group))
     else:
         in_pixels = input_size[0] * input_size[1]
-        make_latents = (ENCODER_TENSORS * ae.dim + 96) * n * in_pixels * FLOAT + _scores(
-            n, ae.heads, tokens, in_pixels
-        )
-    latent_blocks = LATENT_TENSORS * n * tokens * ae.dim * FLOAT + _scores(
-        n, ae.heads, tokens, tokens
-    )
+        make_latents = ((ENCODER_TENSORS * ae.dim + 96) * n * in_pixels * FLOAT
+                        + _scores(n, ae.heads, tokens, in_pixels))
+    latent_blocks = (LATENT_TENSORS * n * tokens * ae.dim * FLOAT
+                     + _scores(n, ae.heads, tokens, tokens))
     queries = min(DECODE_CHUNK, read)
     decode_chunk = (DECODER_TENSORS * n * queries * ae.dim * FLOAT
                     # keys and values kept for every chunk
@@ -100,19 +85,15 @@ def flops(pipeline, n: int, height: int, width: int, latent_h: int, latent_w: in
     else:
         in_pixels = input_size[0] * input_size[1]
         make = n * (layer(tokens, in_pixels, ae.dim, ae.mlp_ratio) + 2 * in_pixels * 88 * ae.dim)
-    decode = n * (
-        ae.pixel_layers * layer(pixels, tokens, ae.dim, ae.mlp_ratio) + 2 * pixels * 88 * ae.dim
-    )
+    decode = n * (ae.pixel_layers * layer(pixels, tokens, ae.dim, ae.mlp_ratio)
+                  + 2 * pixels * 88 * ae.dim)
     return float(make + decode)
 
 
 def seconds(pipeline, n: int, s, input_size: tuple[int, int] | None = None) -> float:
-    """Estimated wall time of ``n`` images with settings ``s`` (riid.pipeline.Settings) on the
-    reference CPU."""
-    return (
-        flops(pipeline, n, s.height, s.width, s.latent_height, s.latent_width, s.steps, input_size)
-        / FLOP_RATE
-    )
+    """Estimated seconds of ``n`` images with riid.pipeline.Settings ``s`` on the reference CPU."""
+    sizes = (s.height, s.width, s.latent_height, s.latent_width)
+    return flops(pipeline, n, *sizes, s.steps, input_size) / FLOP_RATE
 
 
 def _env_number(name: str, default: float) -> float:
@@ -130,9 +111,8 @@ def _env_number(name: str, default: float) -> float:
 
 def memory_budget_bytes(budget_gb: float | None = None) -> int:
     """``budget_gb``, else $RIID_MEMORY_BUDGET_GB, else 4 GiB, in bytes."""
-    return int(
-        (budget_gb if budget_gb is not None else _env_number(MEMORY_ENV, DEFAULT_BUDGET_GB)) * GIB
-    )
+    gb = budget_gb if budget_gb is not None else _env_number(MEMORY_ENV, DEFAULT_BUDGET_GB)
+    return int(gb * GIB)
 
 
 def time_limit_s(limit_s: float | None = None) -> float:
@@ -141,33 +121,19 @@ def time_limit_s(limit_s: float | None = None) -> float:
 
 
 def images_per_batch(pipeline, s, budget_gb: float | None = None, input_size=None) -> int:
-    """The most images of one request that fit the memory budget at once; ValueError if not even one
-    does."""
+    """How many images of one request fit the memory budget at once; ValueError if not even one."""
     budget = memory_budget_bytes(budget_gb)
-    one = peak_bytes(
-        pipeline, 1, s.height, s.width, s.latent_height, s.latent_width, input_size, s.clouds
-    )
+    def peak(n: int) -> int:
+        return peak_bytes(pipeline, n, s.height, s.width, s.latent_height, s.latent_width,
+                          input_size, s.clouds)
+    one = peak(1)
     if one > budget:
         raise ValueError(
             f"one {s.height}x{s.width} image from a {s.latent_height}x{s.latent_width} latent "
             f"needs ~{one / GIB:.2f} GiB, above the memory budget of {budget / GIB:.2f} GiB; "
-            "choose a smaller output or latent"
-        )
+            "choose a smaller output or latent")
     n = 1
-    while (
-        n < 4096
-        and peak_bytes(
-            pipeline,
-            2 * n,
-            s.height,
-            s.width,
-            s.latent_height,
-            s.latent_width,
-            input_size,
-            s.clouds,
-        )
-        <= budget
-    ):
+    while n < 4096 and peak(2 * n) <= budget:
         n *= 2
     return n
 
@@ -176,8 +142,6 @@ def check_time(pipeline, n: int, s, limit_s: float | None = None, input_size=Non
     """Estimated seconds of the request; ValueError naming the limit if it is above it."""
     need, limit = seconds(pipeline, n, s, input_size), time_limit_s(limit_s)
     if need > limit:
-        raise ValueError(
-            f"this request would take about {need:.0f} s, above the limit of {limit:.0f} s; "
-            "ask for fewer images, fewer steps or a smaller output"
-        )
+        raise ValueError(f"this request would take about {need:.0f} s, above the limit of "
+                         f"{limit:.0f} s; ask for fewer images, fewer steps or a smaller output")
     return need

