@@ -1,5 +1,6 @@
 """riid eval: the report's structure, judges that look at the images fairly at any size, and the
 generation path it scores (the metrics' own self-test is tests/test_metrics.py)."""
+import importlib.util
 import json
 import math
 
@@ -8,6 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from conftest import REPO
 
 from riid.checkpoint import load_model, save_model
 from riid.cli import main as cli_main
@@ -170,7 +173,10 @@ def test_prepare_is_fair_on_any_canvas_and_keeps_defects(judges, digits):
 
 
 def test_training_writes_a_judge_that_loads(tmp_path, capsys):
-    from riid.eval.classifier import augment, main
+    spec = importlib.util.spec_from_file_location("train_judges", REPO / "scripts" / "train_judges.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    augment, main = script.augment, script.main
 
     x = load_mnist("test", root="fixture")[0][:8]
     g = torch.Generator().manual_seed(0)
