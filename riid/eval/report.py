@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .. import cost
-from ..images import resize
+from ..images import resize, save_grid
 from ..pipeline import (DEFAULTS, SAMPLING, Settings, default_checkpoint, default_latent_size,
                         load_pipeline)
 from ..validate import LIMITS, check_int, check_size
@@ -160,12 +160,6 @@ def evaluate(pipe, judges: Judges, real: tuple[torch.Tensor, torch.Tensor],
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "report.md").write_text(markdown(report))
     return report
-
-
-def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
-    from torchvision.utils import save_image
-
-    save_image((images.float() + 1) / 2, path, nrow=nrow, padding=2)
 
 
 def _ratio(value: float, real: float, fmt: str) -> str:
