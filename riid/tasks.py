@@ -23,19 +23,8 @@ from .pipeline import Pipeline, default_latent_size
 from .schedule import add_noise, cosine_alpha_bar
 
 # (height, width) canvases of a 32 px digit, from 1:3 to 3:1
-CANVASES = (
-    (32, 32),
-    (24, 40),
-    (40, 24),
-    (32, 48),
-    (48, 32),
-    (24, 24),
-    (40, 40),
-    (32, 64),
-    (64, 32),
-    (32, 96),
-    (96, 32),
-)
+CANVASES = ((32, 32), (24, 40), (40, 24), (32, 48), (48, 32), (24, 24), (40, 40), (32, 64),
+            (64, 32), (32, 96), (96, 32))
 CANVAS_WEIGHTS = (4.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
 # the autoencoder's latent side = canvas side / reduction × density: it learns to read and write any
 # density
@@ -72,16 +61,9 @@ class AutoencoderTask:
 
     name = "autoencoder"
 
-    def __init__(
-        self,
-        model: RIAE,
-        images: torch.Tensor,
-        batch_size: int = 64,
-        points: int = 256,
-        preview_images: torch.Tensor | None = None,
-        decoder_only: bool = False,
-        loss: str = "mse",
-    ):
+    def __init__(self, model: RIAE, images: torch.Tensor, batch_size: int = 64, points: int = 256,
+                 preview_images: torch.Tensor | None = None, decoder_only: bool = False,
+                 loss: str = "mse"):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         self.model, self.images, self.batch_size, self.points = model, images, batch_size, points
@@ -106,36 +88,23 @@ class AutoencoderTask:
         coords = coords[:, keep]
         values = sample_at(target, coords)  # [B, n, C]
         lat = scaled_latent(height, width, self.model.config.reduction,
-                          draw(DENSITIES, DENSITY_WEIGHTS, generator))
-        return {
-            "source": source.to(device),
-            "coords": coords.to(device),
-            "values": values.to(device),
-            "latent_size": lat,
-            "size": self.batch_size,
-        }
+                            draw(DENSITIES, DENSITY_WEIGHTS, generator))
+        return {"source": source.to(device), "coords": coords.to(device),
+                "values": values.to(device), "latent_size": lat, "size": self.batch_size}
 
     def loss(self, model, batch):
-        pred = model(
-            batch["source"],
-            batch["latent_size"],
-            batch["coords"],
-            train_encoder=not self.decoder_only,
-        )
+        pred = model(batch["source"], batch["latent_size"], batch["coords"],
+                     train_encoder=not self.decoder_only)
         return self.loss_fn(pred, batch["values"]), {}
 
     @torch.no_grad()
     def preview(self, ema_model: RIAE, out_dir: Path, history) -> None:
         x = self.preview_images
         latent = ema_model.encode(x, (8, 8))
-        rows = [
-            x,
-            ema_model.decode(latent, (32, 32)).clamp(-1, 1),
-            F.interpolate(
-                ema_model.decode(latent, (16, 16)).clamp(-1, 1), size=(32, 32), mode="nearest"
-            ),
-            resize(ema_model.decode(latent, (64, 64)).clamp(-1, 1), 32, 32),
-        ]
+        small = ema_model.decode(latent, (16, 16)).clamp(-1, 1)
+        rows = [x, ema_model.decode(latent, (32, 32)).clamp(-1, 1),
+                F.interpolate(small, size=(32, 32), mode="nearest"),
+                resize(ema_model.decode(latent, (64, 64)).clamp(-1, 1), 32, 32)]
         save_grid(torch.cat(rows), out_dir / "reconstructions.png", nrow=len(x))
 
     def export(self, ema_model: RIAE, out_dir: Path) -> None:
@@ -146,16 +115,24 @@ class DiffusionModel(nn.Module):
     """Diffuser + conditioner trained together. A share ``null_rate`` of the labels is dropped to
     the null condition, so one model learns both sides of classifier-free guidance."""
 
-    def __init__(self, diffuser: R2ID, conditioner: LabelConditioner, null_rate: float = 0.15):
+    def __init__(self, diffuser: R2ID, conditioner: LabelConditioner, null_rate: float = 0.15,
+                 min_snr_gamma: float = 0.0):
         super().__init__()
         self.diffuser, self.conditioner, self.null_rate = diffuser, conditioner, null_rate
+        self.min_snr_gamma = min_snr_gamma
 
     def forward(self, latents, labels, alpha_bar, noise, drop):
         """Per-sample noise-prediction MSE [B]; ``drop`` [B] (bool) marks the labels replaced by the
-        null."""
+        null. With ``min_snr_gamma`` > 0 each is weighted by min(SNR, γ) / SNR (Min-SNR-γ, Hang et
+        al. 2023): the nearly clean steps, whose noise is hard to see and matters little, count
+        less."""
         cond = self.conditioner(self.conditioner.one_hot(labels.masked_fill(drop, -1)))
         eps, = self.diffuser(add_noise(latents, alpha_bar, noise), alpha_bar, [cond])
-        return (eps - noise).pow(2).flatten(1).mean(1)
+        loss = (eps - noise).pow(2).flatten(1).mean(1)
+        if self.min_snr_gamma > 0:
+            snr = alpha_bar / (1 - alpha_bar)
+            loss = loss * snr.clamp(max=self.min_snr_gamma) / snr
+        return loss
 
 
 class DiffuserTask:
@@ -165,15 +142,8 @@ class DiffuserTask:
     name = "diffuser"
     T_BINS = 20
 
-    def __init__(
-        self,
-        model: DiffusionModel,
-        autoencoder: RIAE,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        autoencoder_folder,
-        batch_size: int = 128,
-    ):
+    def __init__(self, model: DiffusionModel, autoencoder: RIAE, images: torch.Tensor,
+                 labels: torch.Tensor, autoencoder_folder, batch_size: int = 128):
         self.model, self.autoencoder = model, autoencoder.eval().requires_grad_(False)
         self.images, self.labels, self.batch_size = images, labels, batch_size
         self.autoencoder_folder = Path(autoencoder_folder)
@@ -190,25 +160,17 @@ class DiffuserTask:
         n = max(4, min(self.batch_size, self.batch_size * 64 // (lat[0] * lat[1])))
         idx = torch.randint(len(self.images), (n,), generator=generator)
         with torch.no_grad():
-            latents = self.autoencoder.encode(
-                canvas(self.images[idx], height, width).to(device), lat
-            )
+            images = canvas(self.images[idx], height, width).to(device)
+            latents = self.autoencoder.encode(images, lat)
         t = torch.rand(n, generator=generator)
         drop = torch.rand(n, generator=generator) < self.model.null_rate
-        return {
-            "latents": latents,
-            "labels": self.labels[idx].to(device),
-            "drop": drop.to(device),
-            "t": t,
-            "alpha_bar": cosine_alpha_bar(t).to(device),
-            "noise": torch.randn(latents.shape, generator=generator).to(device),
-            "size": n,
-        }
+        return {"latents": latents, "labels": self.labels[idx].to(device), "drop": drop.to(device),
+                "t": t, "alpha_bar": cosine_alpha_bar(t).to(device),
+                "noise": torch.randn(latents.shape, generator=generator).to(device), "size": n}
 
     def loss(self, model, batch):
-        losses = model(
-            batch["latents"], batch["labels"], batch["alpha_bar"], batch["noise"], batch["drop"]
-        )
+        losses = model(batch["latents"], batch["labels"], batch["alpha_bar"], batch["noise"],
+                       batch["drop"])
         per_sample = losses.detach().float().cpu()
         bins = (batch["t"] * self.T_BINS).long().clamp(max=self.T_BINS - 1)
         self.loss_by_t.index_add_(0, bins, per_sample)
@@ -228,12 +190,8 @@ class DiffuserTask:
         fig = Figure(figsize=(5, 3), dpi=100)
         ax = fig.subplots()
         ax.plot(centres, self.loss_by_t / self.count_by_t.clamp(min=1), marker=".")
-        ax.set(
-            xlabel="t (0 clean, 1 noise)",
-            ylabel="mean loss",
-            yscale="log",
-            title="loss versus t (since start)",
-        )
+        ax.set(xlabel="t (0 clean, 1 noise)", ylabel="mean loss", yscale="log",
+               title="loss versus t (since start)")
         fig.tight_layout()
         fig.savefig(Path(out_dir) / "loss_vs_t.png")
 

@@ -1,0 +1,146 @@
+"""How fast a diffusion recipe learns: train the diffuser from scratch for a fixed wall time on the
+shipped (frozen) autoencoder, snapshot its EMA every few minutes, then score every snapshot on one
+fixed set of 200 digits at 32 px (20 per class, the CLI's sampling defaults).
+
+    python benchmarks/learning_speed.py train NAME --minutes 25 [--min-snr-gamma 5] [--lr 8e-4]
+    python benchmarks/learning_speed.py score       # every snapshot not scored yet
+    python benchmarks/learning_speed.py plot        # figure and table from the scores
+
+Every recipe runs the 2-hour script's schedule (2,600 steps of batch 128, cosine after warm-up), so
+a run of N minutes is the first N minutes of that script's diffuser. Snapshot times count training
+only. Run two recipes side by side with --threads 1 each, never more, on a 2-core machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from riid.data import load_mnist
+from riid.diffuser import R2ID, LabelConditioner
+from riid.eval.classifier import Judges
+from riid.eval.metrics import balanced_split
+from riid.eval.report import Reference
+from riid.pipeline import DEFAULTS, default_checkpoint, load_pipeline
+from riid.presets import DIFFUSER_PRESETS
+from riid.tasks import DiffuserTask, DiffusionModel
+from riid.train import TrainConfig, train
+
+OUT = Path("results/learning-speed")
+PER_CLASS = 20  # 200 digits per snapshot
+
+
+class Stop(Exception):
+    pass
+
+
+class TimedTask(DiffuserTask):
+    """The diffuser task, but each export is a snapshot folder named by its training minutes, and
+    the run stops once ``minutes`` of training have passed."""
+
+    def __init__(self, *args, minutes: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.minutes, self.start, self.paused = minutes, time.time(), 0.0
+
+    def export(self, ema_model, out_dir):
+        begin = time.time()
+        minutes = (begin - self.start - self.paused) / 60
+        super().export(ema_model, Path(out_dir) / f"snap-{minutes:06.2f}")
+        self.paused += time.time() - begin
+        if minutes >= self.minutes:
+            raise Stop
+
+
+def run_train(args) -> None:
+    torch.manual_seed(args.seed)
+    ae_folder = default_checkpoint() / "autoencoder"
+    autoencoder = load_pipeline(default_checkpoint()).autoencoder
+    images, labels = load_mnist("train", root=args.data_root)
+    diffuser_config, cond_config = DIFFUSER_PRESETS["default"]
+    model = DiffusionModel(R2ID(diffuser_config), LabelConditioner(cond_config),
+                           min_snr_gamma=args.min_snr_gamma)
+    config = TrainConfig(steps=2600, batch_size=128, lr=args.lr, warmup=args.warmup,
+                         seed=args.seed, save_every_s=args.every * 60, preview_every=10**9,
+                         threads=args.threads)
+    out = OUT / args.name
+    task = TimedTask(model, autoencoder, images, labels, ae_folder, config.batch_size,
+                     minutes=args.minutes)
+    (out.mkdir(parents=True, exist_ok=True))
+    (out / "recipe.json").write_text(json.dumps(vars(args), indent=2, default=str) + "\n")
+    try:
+        train(task, config, out)
+    except Stop:
+        pass
+
+
+@torch.no_grad()
+def run_score(args) -> None:
+    torch.set_num_threads(args.threads)
+    judges = Judges.load()
+    images, labels = load_mnist("test", root=args.data_root)
+    idx_a, idx_b = balanced_split(labels, 100, 0)
+    idx_b = torch.cat([idx_b[labels[idx_b] == d][:PER_CLASS] for d in range(10)])
+    ref = Reference(judges, images[idx_a], labels[idx_a], images[idx_b], labels[idx_b], 32, 32)
+    digits = torch.arange(10).repeat_interleave(PER_CLASS)
+    for snap in sorted(OUT.glob("*/snap-*")):
+        if (snap / "score.json").exists():
+            continue
+        pipe = load_pipeline(snap)
+        score = ref.score(judges, pipe.generate(digits, DEFAULTS), digits)
+        score["minutes"] = float(snap.name.split("-")[1])
+        (snap / "score.json").write_text(json.dumps(score) + "\n")
+        print(f"{snap}: {score['accuracy']:.1%}, FD {score['fd_ratio']:.1f}× floor")
+
+
+def run_plot(args) -> None:
+    from matplotlib.figure import Figure
+
+    runs = {}
+    for path in sorted(OUT.glob("*/snap-*/score.json")):
+        runs.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
+    fig = Figure(figsize=(9, 3.5), dpi=100)
+    ax_acc, ax_fd = fig.subplots(1, 2)
+    lines = ["| recipe | minutes to 98% at 32 px | accuracy, FD ÷ floor at each snapshot |",
+             "| --- | --- | --- |"]
+    for name, scores in runs.items():
+        scores.sort(key=lambda s: s["minutes"])
+        minutes = [s["minutes"] for s in scores]
+        ax_acc.plot(minutes, [100 * s["accuracy"] for s in scores], marker=".", label=name)
+        ax_fd.plot(minutes, [s["fd_ratio"] for s in scores], marker=".", label=name)
+        reached = next((f"{s['minutes']:.0f}" for s in scores if s["accuracy"] >= 0.98), "not yet")
+        cells = ", ".join(f"{s['minutes']:.0f} min: {s['accuracy']:.1%} {s['fd_ratio']:.1f}×"
+                          for s in scores)
+        lines.append(f"| {name} | {reached} | {cells} |")
+    ax_acc.set(xlabel="training minutes", ylabel="class accuracy at 32 px (%)")
+    ax_fd.set(xlabel="training minutes", ylabel="Fréchet distance ÷ real floor", yscale="log")
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "learning_speed.png")
+    (OUT / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("name")
+    t.add_argument("--minutes", type=float, default=25.0)
+    t.add_argument("--every", type=float, default=5.0, help="minutes between snapshots")
+    t.add_argument("--min-snr-gamma", type=float, default=0.0)
+    t.add_argument("--lr", type=float, default=8e-4)
+    t.add_argument("--warmup", type=int, default=200)
+    t.add_argument("--seed", type=int, default=0)
+    for p in (t, sub.add_parser("score")):
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--data-root", default="data")
+    sub.add_parser("plot")
+    args = parser.parse_args(argv)
+    {"train": run_train, "score": run_score, "plot": run_plot}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
