@@ -22,6 +22,8 @@ from .validate import (LIMITS, Limits, check_callback, check_float, check_int, c
 CHECKPOINT_ENV = "RIID_CHECKPOINTS"
 # latent tokens across a digit's shorter side, whatever the output resolution (README)
 LATENT_SHORT_SIDE = 12
+# the longer latent side ÷ the shorter: the shipped diffuser trained on canvases from 3:5 to 5:3
+MAX_LATENT_ASPECT = 5 / 3
 
 
 def default_checkpoint() -> Path:
@@ -66,11 +68,15 @@ def image_seed(seed: int, index: int) -> int:
 
 def default_latent_size(height: int, width: int, limits: Limits = LIMITS) -> tuple[int, int]:
     """The latent a height×width output is diffused on: LATENT_SHORT_SIDE tokens across the shorter
-    side and the output's aspect ratio, at every resolution (the decoder reads it out at any size),
-    shrunk with its aspect kept where the longer side would pass ``limits.latent_side``."""
+    side at the output's aspect ratio, at every resolution (the decoder reads it out at any size).
+    The aspect stops at MAX_LATENT_ASPECT, the widest the diffuser trained on: a wider output gets
+    the digit on that latent, unstretched, on a background canvas (Pipeline.decode), as a real digit
+    on that canvas looks. Shrunk with its aspect kept where a side would pass limits.latent_side."""
     height, width = check_size("output size", (height, width), limits.side)
-    scale = min(LATENT_SHORT_SIDE / min(height, width), limits.latent_side / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    aspect = min(max(height / width, 1 / MAX_LATENT_ASPECT), MAX_LATENT_ASPECT)
+    h, w = LATENT_SHORT_SIDE * max(aspect, 1), LATENT_SHORT_SIDE * max(1 / aspect, 1)
+    scale = min(1.0, limits.latent_side / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 class Pipeline:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .autoencoder import RIAE
+from .autoencoder import RIAE, fitted_size
 from .checkpoint import save_model
 from .coords import dual_coords
 from .data import canvas
@@ -152,7 +152,10 @@ class DiffuserTask:
 
     def batch(self, generator, device) -> dict:
         height, width = draw(CANVASES, CANVAS_WEIGHTS, generator)
-        return self.batch_at(height, width, default_latent_size(height, width), generator, device)
+        lat = default_latent_size(height, width)
+        # past the latent's widest aspect the rest of the canvas is background: encode the part the
+        # latent covers, as Pipeline.decode pads it back
+        return self.batch_at(*fitted_size(lat, (height, width)), lat, generator, device)
 
     def batch_at(self, height: int, width: int, lat: tuple[int, int], generator, device) -> dict:
         """A batch on one canvas (height×width base pixels) encoded to one latent size."""

@@ -92,8 +92,8 @@ def test_every_image_has_exactly_the_requested_size(client, height, width):
 
 
 def test_latent_follows_the_pipelines_rule(client):
-    """12 latent tokens across the shorter side at the output's aspect: 1:3 gets 36×12, never the old 20×7."""
-    for (height, width), latent in {(96, 32): "36×12", (32, 96): "12×36", (1024, 1024): "12×12"}.items():
+    """12 latent tokens across the shorter side at the output's aspect up to 5:3: 1:3 gets 20×12, as in the CLI."""
+    for (height, width), latent in {(96, 32): "20×12", (32, 96): "12×20", (1024, 1024): "12×12"}.items():
         *_, summary = generate(client, height=height, width=width, steps=1)
         assert f"from {latent} latents" in summary
 
@@ -281,7 +281,7 @@ def test_how_it_works_draws_the_coordinates_of_the_library(app):
 
 def test_latent_sliders_show_the_automatic_latent(app):
     (lh, lw) = app.latent_sliders(True, 96, 32)
-    assert (lh["value"], lw["value"], lh["interactive"]) == (36, 12, False)
+    assert (lh["value"], lw["value"], lh["interactive"]) == (20, 12, False)
     assert app.latent_sliders(False, 96, 32)[0]["interactive"] is True
 
 

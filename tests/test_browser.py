@@ -159,7 +159,7 @@ def test_tall_and_wide_digits_are_the_digit_asked_for(page):
     images = []
     for aspect, size in (("3:1", "96×32"), ("1:3", "32×96")):
         request(page, height="96" if aspect == "3:1" else "32", n="2", aspect=aspect)
-        generate(page, f"2 image(s) of {size} px (height×width) from {'36×12' if aspect == '3:1' else '12×36'}")
+        generate(page, f"2 image(s) of {size} px (height×width) from {'20×12' if aspect == '3:1' else '12×20'}")
         images += gallery(page, 2)
     assert [i.shape for i in images] == [(96, 32)] * 2 + [(32, 96)] * 2
     with torch.no_grad():  # prepare() crops each digit to its ink and centres it on the classifier's square

@@ -85,7 +85,7 @@ def test_latent_override(tiny_pipeline_dir, tmp_path, monkeypatch, capsys):
     assert cli.main(sample_argv(tiny_pipeline_dir, tmp_path / "a", "--latent-height", "2", "--latent-width", "9")) == 0
     assert cli.main(sample_argv(tiny_pipeline_dir, tmp_path / "b")) == 0
     assert (seen[0].latent_height, seen[0].latent_width) == (2, 9)
-    assert (seen[1].latent_height, seen[1].latent_width) == (12, 22)  # 12 across the shorter side, the aspect kept
+    assert (seen[1].latent_height, seen[1].latent_width) == (12, 20)  # 12 across the shorter side, aspect up to 5:3
     for folder in ("a", "b"):
         with Image.open(tmp_path / folder / "3_0000.png") as im:
             assert im.size == (36, 20)

@@ -76,7 +76,7 @@ def test_cli_writes_report_and_grids(tmp_path, tiny_pipeline_dir):
     assert report["settings"]["n_per_class"] == 2 and report["settings"]["steps"] == 2
     # the pipeline's latent rule: 12 tokens across the shorter side
     assert [(r["height"], r["width"], r["latent"]) for r in report["sizes"]] == \
-        [(16, 16, [12, 12]), (96, 32, [36, 12])]
+        [(16, 16, [12, 12]), (96, 32, [20, 12])]
     keys = ("accuracy", "real_accuracy", "fd", "fd_floor", "fd_ratio", "variety_ratio", "white",
             "white_real", "gradient", "gradient_real", "seconds_per_image")
     for r in report["sizes"]:
@@ -91,7 +91,7 @@ def test_cli_writes_report_and_grids(tmp_path, tiny_pipeline_dir):
         assert all(math.isfinite(r[k]) for k in ("mse", "psnr", "fd_ratio", "white", "gradient"))
     assert set(report["autoencoder"]["resample_16_to_32"]) == {"latent", "autoencoder", "bicubic"}
     md = (out / "report.md").read_text()
-    assert "| 16×16 | 12×12 |" in md and "| 96×32 | 36×12 |" in md and "| 128×128 | 12×12 |" in md
+    assert "| 16×16 | 12×12 |" in md and "| 96×32 | 20×12 |" in md and "| 128×128 | 12×12 |" in md
     assert "| bicubic |" in md and "realism FD (× floor)" in md and "fixture" in md
 
 

@@ -16,18 +16,17 @@ from riid.validate import LIMITS
 
 @pytest.mark.parametrize("size, expected", [
     ((16, 16), (12, 12)), ((32, 32), (12, 12)), ((1024, 1024), (12, 12)),  # one digit density at any resolution
-    ((96, 32), (36, 12)), ((32, 96), (12, 36)),  # 1:3 and 3:1
-    ((24, 40), (12, 20)), ((32, 57), (12, 21)), ((43, 32), (16, 12)),
+    ((24, 40), (12, 20)), ((43, 32), (16, 12)), ((32, 48), (12, 18)),  # the output's aspect
+    ((96, 32), (20, 12)), ((32, 96), (12, 20)), ((32, 57), (12, 20)),  # up to 5:3, trained
 ])
 def test_latent_keeps_the_short_side_and_the_aspect(size, expected):
     assert default_latent_size(*size) == expected
 
 
-def test_latent_of_an_extreme_aspect_is_capped_with_its_aspect():
-    lh, lw = default_latent_size(8, 4096)
-    assert lw == LIMITS.latent_side and lh == 1  # 12 × 6144 would pass the cap: shrink both
-    tight = dataclasses.replace(LIMITS, latent_side=24)
-    assert default_latent_size(32, 96, tight) == (8, 24)
+def test_latent_aspect_stops_at_5_to_3_and_the_cap_keeps_it():
+    assert default_latent_size(8, 4096) == (12, 20)  # the latent's aspect stops at 5:3
+    tight = dataclasses.replace(LIMITS, latent_side=10)
+    assert default_latent_size(32, 96, tight) == (6, 10)  # 12×20 would pass the cap: shrink both
 
 
 def test_bad_output_size_is_refused_by_name():
@@ -39,7 +38,7 @@ def test_bad_output_size_is_refused_by_name():
 
 def test_settings_are_checked_and_frozen(tiny_pipeline):
     s = tiny_pipeline.settings(96, 32, steps=3, seed=7)
-    assert (s.latent_height, s.latent_width, s.steps, s.cfg) == (36, 12, 3, DEFAULTS.cfg)
+    assert (s.latent_height, s.latent_width, s.steps, s.cfg) == (20, 12, 3, DEFAULTS.cfg)
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.steps = 4
     with pytest.raises(ValueError, match="unknown setting"):
