@@ -111,8 +111,6 @@ def _parser() -> argparse.ArgumentParser:
             t.add_argument("--init", type=_path, help=(
                 "start from the weights (and configs) of a folder holding diffuser/ and "
                 "conditioner/, e.g. checkpoints; a new schedule and optimiser"))
-            t.add_argument("--min-snr-gamma", type=float, default=0.0,
-                           help="weight each step's loss by min(SNR, γ)/SNR (0: off)")
         else:
             t.add_argument("--init", type=_path, help=(
                 "start from the weights (and config) of an autoencoder folder; a new schedule and "
@@ -230,8 +228,7 @@ def _train(args) -> None:
                 diffuser_config, latent_channels=autoencoder.config.latent_channels,
                 cond_dim=cond_config.dim))
             conditioner = LabelConditioner(cond_config)
-        gamma = check_float("--min-snr-gamma", args.min_snr_gamma, 0.0, 1e3)
-        model = DiffusionModel(diffuser, conditioner, min_snr_gamma=gamma)
+        model = DiffusionModel(diffuser, conditioner)
         task = DiffuserTask(model, autoencoder, images, labels, args.autoencoder, config.batch_size)
     summary = train(task, config, args.out, resume=args.resume)
     print(f"done: {summary['steps']} steps, final loss {summary['final_loss']:.5f}, "

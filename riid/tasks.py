@@ -115,24 +115,16 @@ class DiffusionModel(nn.Module):
     """Diffuser + conditioner trained together. A share ``null_rate`` of the labels is dropped to
     the null condition, so one model learns both sides of classifier-free guidance."""
 
-    def __init__(self, diffuser: R2ID, conditioner: LabelConditioner, null_rate: float = 0.15,
-                 min_snr_gamma: float = 0.0):
+    def __init__(self, diffuser: R2ID, conditioner: LabelConditioner, null_rate: float = 0.15):
         super().__init__()
         self.diffuser, self.conditioner, self.null_rate = diffuser, conditioner, null_rate
-        self.min_snr_gamma = min_snr_gamma
 
     def forward(self, latents, labels, alpha_bar, noise, drop):
         """Per-sample noise-prediction MSE [B]; ``drop`` [B] (bool) marks the labels replaced by the
-        null. With ``min_snr_gamma`` > 0 each is weighted by min(SNR, γ) / SNR (Min-SNR-γ, Hang et
-        al. 2023): the nearly clean steps, whose noise is hard to see and matters little, count
-        less."""
+        null."""
         cond = self.conditioner(self.conditioner.one_hot(labels.masked_fill(drop, -1)))
         eps, = self.diffuser(add_noise(latents, alpha_bar, noise), alpha_bar, [cond])
-        loss = (eps - noise).pow(2).flatten(1).mean(1)
-        if self.min_snr_gamma > 0:
-            snr = alpha_bar / (1 - alpha_bar)
-            loss = loss * snr.clamp(max=self.min_snr_gamma) / snr
-        return loss
+        return (eps - noise).pow(2).flatten(1).mean(1)
 
 
 class DiffuserTask:
