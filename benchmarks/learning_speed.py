@@ -128,7 +128,7 @@ def run_plot(args) -> None:
         cells = ", ".join(f"{s['minutes']:.0f} min: {s['accuracy']:.1%} {s['fd_ratio']:.1f}×"
                           for s in scores)
         lines.append(f"| {name} | {reached} | {cells} |")
-    ax_acc.set(xlabel="training minutes", ylabel="class accuracy at 32 px (%)")
+    ax_acc.set(xlabel="training minutes", ylabel="class accuracy at 32 px (%)", ylim=(0, 100))
     ax_fd.set(xlabel="training minutes", ylabel="Fréchet distance ÷ real floor", yscale="log")
     ax_acc.legend()
     fig.tight_layout()
