@@ -219,3 +219,23 @@ def test_psnr():
     a = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     assert psnr(a, a) == 100
     assert psnr(a, a + 0.1) == pytest.approx(10 * math.log10(400), abs=1e-3)  # MSE 0.01, range 2
+
+
+def test_eval_splits_its_samples_into_requests_within_the_limits(tmp_path, tiny_pipeline, judges, digits,
+                                                                 monkeypatch):
+    """riid eval's default (100 per class, 1,000 per size) is above what one request may ask for."""
+    import dataclasses
+
+    import riid.eval.report as report
+    import riid.pipeline as pipeline
+
+    small = dataclasses.replace(report.LIMITS, images=16)
+    monkeypatch.setattr(report, "LIMITS", small)
+    monkeypatch.setattr(pipeline, "LIMITS", small)
+    calls, generate = [], tiny_pipeline.generate
+    monkeypatch.setattr(tiny_pipeline, "generate",
+                        lambda d, s: calls.append((len(d), s.seed)) or generate(d, s))
+    out = evaluate(tiny_pipeline, judges, digits, tiny_pipeline.settings(steps=1), sizes=[(16, 16)],
+                   n_per_class=3, recon_sizes=(), out_dir=tmp_path, progress=False)
+    assert calls == [(16, 0), (14, 16)]  # 30 digits: two requests, each on its own seed
+    assert len(out["sizes"][0]["per_class_accuracy"]) == 10
