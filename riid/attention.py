@@ -4,8 +4,7 @@ Tokens with positions may add a Gaussian locality bias −|p_q − p_k|² / (2σ
 width σ_h per head, in the continuous (relative) coordinate frame. As the width is in image units,
 not grid units, a head attends to the same region of the image at any grid density (the softmax
 makes it a kernel-weighted average over however many tokens fall inside), and a fresh model reads
-"what is near me" from the first step, where learning locality through Fourier features stalls.
-"""
+"what is near me" from the first step, where learning locality through Fourier features stalls."""
 import math
 
 import torch

@@ -2,8 +2,7 @@
 
 encode: latent-grid coordinates ask (cross-attention) the image's pixel tokens what is there.
 decode: output-pixel coordinates ask the latent tokens what is there.
-Neither side ever assumes a grid size, so both work at any size and aspect ratio.
-"""
+Neither side ever assumes a grid size, so both work at any size and aspect ratio."""
 from dataclasses import dataclass
 from functools import partial
 
@@ -66,8 +65,7 @@ class Block(nn.Module):
 
 def fitted_size(latent_size, output_size) -> tuple[int, int]:
     """The part of an output a latent fills unstretched: the whole output where their aspect ratios
-    agree to within one latent cell (a rounded latent), else the largest box of the latent's aspect
-    inside it."""
+    agree to within one latent cell (a rounded latent), else the largest box of its aspect in it."""
     (lh, lw), (height, width) = latent_size, output_size
     scale = min(height / lh, width / lw)
     inner_h, inner_w = max(1, round(lh * scale)), max(1, round(lw * scale))
@@ -120,10 +118,9 @@ class RIAE(nn.Module):
 
     def encode(self, image: torch.Tensor, latent_size, fraction: float = 1.0,
                jitter: bool | None = None) -> torch.Tensor:
-        """image [B, C, H, W] in [-1, 1] → latent [B, Cl, h, w], for any (h, w) (the one a digit is
-        diffused on: riid.pipeline.default_latent_size). ``fraction`` < 1 lets each latent query see
-        a random share of the pixels (training); ``jitter`` (default: in training mode) perturbs the
-        coordinates."""
+        """image [B, C, H, W] in [-1, 1] → latent [B, Cl, h, w], for any (h, w) (a digit's:
+        riid.pipeline.default_latent_size). ``fraction`` < 1 lets each latent query see a random
+        share of the pixels (training); ``jitter`` (default: in training) perturbs coordinates."""
         image = self._check_grid("image", image, self.config.channels, LIMITS.side)
         b, _, height, width = image.shape
         h, w = check_size("latent_size", latent_size, LIMITS.latent_side)

