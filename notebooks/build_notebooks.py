@@ -828,9 +828,11 @@ def resolution_invariance():
             ## Aspect ratios from 1:3 to 3:1
 
             Non-square canvases at a 32 px shorter side (width:height 4:3, 16:9, 2:1 and 3:1, and each turned),
-            again from the same seed. The latent takes the output's aspect with 12 tokens across its shorter side;
-            the relative coordinates keep the digit upright and unsquashed, the absolute ones tell the model where
-            this canvas ends.
+            again from the same seed. The latent takes the output's aspect with 12 tokens across its shorter side,
+            up to 5:3, the widest canvas the diffuser trained on; past that (16:9, 2:1, 3:1) the digit is drawn on
+            the 5:3 latent and the decoder centres it, unstretched, on the longer canvas, as a real digit on that
+            canvas looks. The relative coordinates keep the digit upright and unsquashed, the absolute ones tell
+            the model where this canvas ends.
         '''),
         code('''
             shapes = ((24, 40), (96, 32)) if FAST else \\
