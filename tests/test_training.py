@@ -433,3 +433,27 @@ def test_the_same_command_and_seed_give_bitwise_identical_weights(tmp_path):
     a, b, c = run("a", 0), run("b", 0), run("c", 1)
     assert a == b and a != c
     assert load_state(tmp_path / "a" / "state.pt")["history"] == load_state(tmp_path / "b" / "state.pt")["history"]
+
+
+def test_diffuser_task_encodes_the_part_of_a_wide_canvas_its_latent_covers(monkeypatch):
+    """Past 5:3 the pipeline pads a 5:3 latent's digit; training must encode the same (no squash)."""
+    import riid.tasks as tasks
+    from riid.autoencoder import RIAE
+    from riid.diffuser import R2ID, LabelConditioner
+    from riid.presets import AUTOENCODER_PRESETS, DIFFUSER_PRESETS
+
+    torch.manual_seed(0)
+    autoencoder = RIAE(AUTOENCODER_PRESETS["tiny"])
+    dconf, cconf = DIFFUSER_PRESETS["tiny"]
+    model = tasks.DiffusionModel(R2ID(dataclasses.replace(dconf, cond_dim=cconf.dim)), LabelConditioner(cconf))
+    images, labels = load_mnist("test", root="fixture", limit=16)
+    task = tasks.DiffuserTask(model, autoencoder, images, labels, "unused", batch_size=4)
+    encoded = []
+    monkeypatch.setattr(autoencoder, "encode", lambda x, lat: encoded.append((x.shape[-2:], lat)) or
+                        torch.zeros(len(x), autoencoder.config.latent_channels, *lat))
+    monkeypatch.setattr(tasks, "CANVASES", ((96, 32), (32, 48)))
+    monkeypatch.setattr(tasks, "CANVAS_WEIGHTS", (1.0, 1.0))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(8):
+        task.batch(generator, "cpu")
+    assert set(encoded) == {((53, 32), (20, 12)), ((32, 48), (12, 18))}  # a 5:3 part; a 2:3 canvas whole
