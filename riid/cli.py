@@ -30,7 +30,7 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
-SETTING_FLAGS = {  # Settings field → help; shared by sample and eval
+SETTING_HELP = {  # help of each pipeline.SAMPLING field; a field without one fails at start-up
     "steps": "sampler steps", "cfg": "guidance scale",
     "cfg_from": "guide only steps at log-SNR >= this; noisier ones use the label alone",
     "sampler": "ddim or dpmpp", "spacing": "steps even in time or in log-SNR", "eta": "DDIM eta",
@@ -39,16 +39,16 @@ SETTING_FLAGS = {  # Settings field → help; shared by sample and eval
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per sampling setting, its default from pipeline.DEFAULTS."""
-    for field, help in SETTING_FLAGS.items():
-        default = getattr(P.DEFAULTS, field)
+    """One flag per sampling setting (pipeline.SAMPLING), its default from pipeline.DEFAULTS."""
+    for field in P.SAMPLING:
+        help, default = SETTING_HELP[field], getattr(P.DEFAULTS, field)
         kind = {int: _integer, float: float, str: str}[type(default)]
         parser.add_argument("--" + field.replace("_", "-"), type=kind, default=default,
                             help=f"{help} (default {default})")
 
 
 def settings_from(args) -> dict:
-    return {field: getattr(args, field) for field in SETTING_FLAGS}
+    return {field: getattr(args, field) for field in P.SAMPLING}
 
 
 def _parser() -> argparse.ArgumentParser:
