@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from riid.checkpoint import load_model
 from riid.data import load_mnist
 from riid.diffuser import R2ID, LabelConditioner
 from riid.eval.classifier import Judges
@@ -71,7 +72,7 @@ class TimedTask(DiffuserTask):
 def run_train(args) -> None:
     torch.manual_seed(args.seed)
     ae_folder = default_checkpoint() / "autoencoder"
-    autoencoder = load_pipeline(default_checkpoint()).autoencoder
+    autoencoder = load_model(ae_folder, "riae")
     images, labels = load_mnist("train", root=args.data_root)
     diffuser_config, cond_config = DIFFUSER_PRESETS["default"]
     parts = R2ID(diffuser_config), LabelConditioner(cond_config)
@@ -82,7 +83,7 @@ def run_train(args) -> None:
     out = OUT / args.name
     task = TimedTask(model, autoencoder, images, labels, ae_folder, config.batch_size,
                      minutes=args.minutes)
-    (out.mkdir(parents=True, exist_ok=True))
+    out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(vars(args), indent=2, default=str) + "\n")
     try:
         train(task, config, out)
