@@ -161,9 +161,12 @@ class Pipeline:
 
     @torch.no_grad()
     def generate(self, digits, settings: Settings | None = None, callback=None,
-                 budget_gb: float | None = None, **request) -> torch.Tensor:
+                 budget_gb: float | None = None, first_index: int = 0,
+                 **request) -> torch.Tensor:
         """Images [N, 1, height, width] in [-1, 1], one per digit; a checked ``settings`` or, by
         keyword, what :meth:`settings` takes (height, width, latent_size, steps, cfg, ...).
+        Image i is the (first_index + i)-th of its seed (:func:`image_seed`): a long run split into
+        requests gives the images one request would.
 
         Large requests run in batches that fit the memory budget; ``callback(i, x, x0)`` counts
         sampler steps across all batches (len(batch_sizes) × steps in all)."""
@@ -175,13 +178,15 @@ class Pipeline:
                              f"got {type(digits).__name__}")
         check_int("number of digits", len(digits), 1, LIMITS.images)
         check_callback("callback", callback, 3)
+        first_index = check_int("first_index", first_index, 0, 2**62)
         if settings is not None and request:
             raise ValueError("give a Settings or keyword settings, not both")
         s = settings if settings is not None else self.settings(**request)
         images, start = [], 0
         for i, size in enumerate(self.batch_sizes(len(digits), s, budget_gb)):
             step = (lambda j, x, x0, k=i: callback(k * s.steps + j, x, x0)) if callback else None
-            latents = self.sample_latents(digits[start:start + size], s, step, first_index=start)
+            latents = self.sample_latents(digits[start:start + size], s, step,
+                                          first_index=first_index + start)
             images.append(self.decode(latents, s.height, s.width))
             start += size
         return torch.cat(images)

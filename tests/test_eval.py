@@ -234,8 +234,9 @@ def test_eval_splits_its_samples_into_requests_within_the_limits(tmp_path, tiny_
     monkeypatch.setattr(pipeline, "LIMITS", small)
     calls, generate = [], tiny_pipeline.generate
     monkeypatch.setattr(tiny_pipeline, "generate",
-                        lambda d, s: calls.append((len(d), s.seed)) or generate(d, s))
+                        lambda d, s, first_index: calls.append((len(d), first_index))
+                        or generate(d, s, first_index=first_index))
     out = evaluate(tiny_pipeline, judges, digits, tiny_pipeline.settings(steps=1), sizes=[(16, 16)],
                    n_per_class=3, recon_sizes=(), out_dir=tmp_path, progress=False)
-    assert calls == [(16, 0), (14, 16)]  # 30 digits: two requests, each on its own seed
+    assert calls == [(16, 0), (14, 16)]  # 30 digits: two requests, one run of image seeds
     assert len(out["sizes"][0]["per_class_accuracy"]) == 10

@@ -68,6 +68,9 @@ def test_images_do_not_depend_on_batching(tiny_pipeline):
     assert torch.allclose(whole, split, atol=1e-5)
     assert steps == list(range(6 * 3))  # the callback counts across batches
     assert not torch.allclose(whole[0], whole[1])  # and the images differ from one another
+    # a run split into requests by first_index gives the images of one request
+    parts = [tiny_pipeline.generate(list(range(k, min(k + 4, 6))), s, first_index=k) for k in (0, 4)]
+    assert torch.allclose(whole, torch.cat(parts), atol=1e-5)
 
 
 def test_a_request_that_cannot_fit_one_image_is_refused(tiny_pipeline):

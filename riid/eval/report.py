@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -127,8 +126,7 @@ def evaluate(pipe, judges: Judges, real: tuple[torch.Tensor, torch.Tensor],
         bar.set_postfix_str(f"{h}x{w}")
         s = at_size(pipe, settings, h, w)
         start = time.perf_counter()
-        # requests of at most LIMITS.images, each on its own seed so no two images share noise
-        gen = torch.cat([pipe.generate(digits[i:i + LIMITS.images], replace(s, seed=s.seed + i))
+        gen = torch.cat([pipe.generate(digits[i:i + LIMITS.images], s, first_index=i)
                          for i in range(0, len(digits), LIMITS.images)])
         bar.update(len(digits))
         seconds = (time.perf_counter() - start) / len(digits)
