@@ -2,13 +2,14 @@
 shipped (frozen) autoencoder, snapshot its EMA every few minutes, then score every snapshot on one
 fixed set of 200 digits at 32 px (20 per class, the CLI's sampling defaults).
 
-    python benchmarks/learning_speed.py train NAME --minutes 25 [--min-snr-gamma 5] [--lr 8e-4]
+    python benchmarks/learning_speed.py train NAME --minutes 25 [--batch-size 32] [--min-snr-gamma 5]
     python benchmarks/learning_speed.py score       # every snapshot not scored yet
     python benchmarks/learning_speed.py plot        # figure and table from the scores
 
-Every recipe runs the 2-hour script's schedule (2,600 steps of batch 128, cosine after warm-up), so
-a run of N minutes is the first N minutes of that script's diffuser. Snapshot times count training
-only. Run two recipes side by side with --threads 1 each, never more, on a 2-core machine.
+Every recipe runs one schedule (2,600 steps of batch 128, cosine after warm-up; a smaller batch
+takes proportionally more steps over the same images), so a run of N minutes is the first N minutes
+of that schedule. Snapshot times count training only. Run two recipes side by side with --threads 1
+each, never more, on a 2-core machine.
 """
 from __future__ import annotations
 
@@ -77,7 +78,10 @@ def run_train(args) -> None:
     diffuser_config, cond_config = DIFFUSER_PRESETS["default"]
     parts = R2ID(diffuser_config), LabelConditioner(cond_config)
     model = MinSNR(*parts, gamma=args.min_snr_gamma) if args.min_snr_gamma else DiffusionModel(*parts)
-    config = TrainConfig(steps=2600, batch_size=128, lr=args.lr, warmup=args.warmup,
+    # a smaller batch takes proportionally more steps, so the schedule covers the same images
+    scale = 128 / args.batch_size
+    config = TrainConfig(steps=round(2600 * scale), batch_size=args.batch_size, lr=args.lr,
+                         warmup=round(args.warmup * scale), ema_decay=0.999 ** (1 / scale),
                          seed=args.seed, save_every_s=args.every * 60, preview_every=10**9,
                          threads=args.threads)
     out = OUT / args.name
@@ -148,7 +152,8 @@ def main(argv=None) -> None:
     t.add_argument("--min-snr-gamma", type=float, default=0.0,
                    help="Min-SNR-γ loss weighting (0: off)")
     t.add_argument("--lr", type=float, default=8e-4)
-    t.add_argument("--warmup", type=int, default=200)
+    t.add_argument("--warmup", type=int, default=200, help="warm-up steps at batch 128")
+    t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--seed", type=int, default=0)
     for p in (t, sub.add_parser("score")):
         p.add_argument("--threads", type=int, default=1)
