@@ -71,6 +71,8 @@ def test_images_do_not_depend_on_batching(tiny_pipeline):
     # a run split into requests by first_index gives the images of one request
     parts = [tiny_pipeline.generate(list(range(k, min(k + 4, 6))), s, first_index=k) for k in (0, 4)]
     assert torch.allclose(whole, torch.cat(parts), atol=1e-5)
+    with pytest.raises(ValueError, match="first_index"):
+        tiny_pipeline.generate([0], s, first_index=-1)
 
 
 def test_a_request_that_cannot_fit_one_image_is_refused(tiny_pipeline):
