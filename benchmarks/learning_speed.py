@@ -2,7 +2,7 @@
 shipped (frozen) autoencoder, snapshot its EMA every few minutes, then score every snapshot on one
 fixed set of 200 digits at 32 px (20 per class, the CLI's sampling defaults).
 
-    python benchmarks/learning_speed.py train NAME --minutes 25 [--batch-size 32] [--min-snr-gamma 5]
+    python benchmarks/learning_speed.py train NAME --minutes 25 [--batch-size 32] [--lr 1.6e-3]
     python benchmarks/learning_speed.py score       # every snapshot not scored yet
     python benchmarks/learning_speed.py plot        # figure and table from the scores
 
@@ -39,20 +39,6 @@ class Stop(Exception):
     pass
 
 
-class MinSNR(DiffusionModel):
-    """A recipe under test, not adopted: each sample's loss weighted by min(SNR, γ) / SNR
-    (Min-SNR-γ, Hang et al. 2023), so the nearly clean steps count less."""
-
-    def __init__(self, *args, gamma: float):
-        super().__init__(*args)
-        self.gamma = gamma
-
-    def forward(self, latents, labels, alpha_bar, noise, drop):
-        snr = alpha_bar / (1 - alpha_bar)
-        loss = super().forward(latents, labels, alpha_bar, noise, drop)
-        return loss * snr.clamp(max=self.gamma) / snr
-
-
 class TimedTask(DiffuserTask):
     """The diffuser task, but each export is a snapshot folder named by its training minutes, and
     the run stops once ``minutes`` of training have passed."""
@@ -76,13 +62,13 @@ def run_train(args) -> None:
     autoencoder = load_model(ae_folder, "riae")
     images, labels = load_mnist("train", root=args.data_root)
     diffuser_config, cond_config = DIFFUSER_PRESETS["default"]
-    parts = R2ID(diffuser_config), LabelConditioner(cond_config)
-    model = MinSNR(*parts, gamma=args.min_snr_gamma) if args.min_snr_gamma else DiffusionModel(*parts)
+    model = DiffusionModel(R2ID(diffuser_config), LabelConditioner(cond_config))
     # a smaller batch takes proportionally more steps, so the schedule covers the same images
     scale = 128 / args.batch_size
     config = TrainConfig(steps=round(2600 * scale), batch_size=args.batch_size, lr=args.lr,
-                         warmup=round(args.warmup * scale), ema_decay=0.999 ** (1 / scale),
-                         seed=args.seed, save_every_s=args.every * 60, preview_every=10**9,
+                         warmup=round(args.warmup * scale),
+                         ema_decay=TrainConfig.ema_decay ** (1 / scale), seed=args.seed,
+                         save_every_s=args.every * 60, preview_every=10**9,
                          threads=args.threads)
     out = OUT / args.name
     task = TimedTask(model, autoencoder, images, labels, ae_folder, config.batch_size,
@@ -149,8 +135,6 @@ def main(argv=None) -> None:
     t.add_argument("name")
     t.add_argument("--minutes", type=float, default=25.0)
     t.add_argument("--every", type=float, default=5.0, help="minutes between snapshots")
-    t.add_argument("--min-snr-gamma", type=float, default=0.0,
-                   help="Min-SNR-γ loss weighting (0: off)")
     t.add_argument("--lr", type=float, default=8e-4)
     t.add_argument("--warmup", type=int, default=200, help="warm-up steps at batch 128")
     t.add_argument("--batch-size", type=int, default=128)
