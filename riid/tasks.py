@@ -12,19 +12,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .autoencoder import RIAE, fitted_size
+from .autoencoder import RIAE
 from .checkpoint import save_model
 from .coords import dual_coords
 from .data import canvas
 from .diffuser import R2ID, LabelConditioner
 from .images import resize, save_grid
-from .pipeline import Pipeline, default_latent_size
+from .pipeline import MAX_LATENT_ASPECT, Pipeline, default_latent_size
 from .schedule import add_noise, cosine_alpha_bar
 
-# (height, width) canvases of a 32 px digit, from 1:3 to 3:1
-CANVASES = ((32, 32), (24, 40), (40, 24), (32, 48), (48, 32), (24, 24), (40, 40), (32, 64),
-            (64, 32), (32, 96), (96, 32))
-CANVAS_WEIGHTS = (4.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
+# (height, width) canvases of a 32 px digit, from 3:5 to 5:3: the widest latent the pipeline
+# diffuses (a wider output pads that latent's decode), so the widest canvas holds the whole digit
+# padded as a wider output shows it. Wider canvases would only make the autoencoder slower.
+WIDE = round(32 * MAX_LATENT_ASPECT)
+CANVASES = ((32, 32), (24, 40), (40, 24), (32, 48), (48, 32), (24, 24), (40, 40), (32, WIDE),
+            (WIDE, 32))
+CANVAS_WEIGHTS = (4.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 1.0, 1.0)
 # the autoencoder's latent side = canvas side / reduction × density: it learns to use any density
 DENSITIES = (0.5, 0.75, 1.0, 1.5, 2.0)
 DENSITY_WEIGHTS = (1.0, 1.0, 3.0, 1.0, 1.0)
@@ -137,10 +140,7 @@ class DiffuserTask:
 
     def batch(self, generator, device) -> dict:
         height, width = draw(CANVASES, CANVAS_WEIGHTS, generator)
-        lat = default_latent_size(height, width)
-        # past the latent's widest aspect the rest of the canvas is background: encode the part the
-        # latent covers, as Pipeline.decode pads it back
-        return self.batch_at(*fitted_size(lat, (height, width)), lat, generator, device)
+        return self.batch_at(height, width, default_latent_size(height, width), generator, device)
 
     def batch_at(self, height: int, width: int, lat: tuple[int, int], generator, device) -> dict:
         """A batch on one canvas (height×width base pixels) encoded to one latent size."""
