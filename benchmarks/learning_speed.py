@@ -3,17 +3,23 @@ shipped (frozen) autoencoder, snapshot its EMA every few minutes, then score eve
 fixed set of 200 digits at 32 px (20 per class, the CLI's sampling defaults).
 
     python benchmarks/learning_speed.py train NAME --minutes 25 [--batch-size 32] [--lr 1.6e-3]
+                                                    [--prediction eps]
     python benchmarks/learning_speed.py score       # every snapshot not scored yet
-    python benchmarks/learning_speed.py plot        # figure and table from the scores
+    python benchmarks/learning_speed.py plot [NAME...]  # figure and table from the scores
 
 Every recipe runs one schedule (2,600 steps of batch 128, cosine after warm-up; a smaller batch
 takes proportionally more steps over the same images), so a run of N minutes is the first N minutes
 of that schedule. Snapshot times count training only. Run two recipes side by side with --threads 1
-each, never more, on a 2-core machine.
+each, never more, on a 2-core machine, and compare only runs made side by side: the same machine's
+speed varies from day to day.
+
+``--prediction`` is what the diffuser's head answers (riid.schedule.PREDICTIONS): v, the default, or
+the noise ε, as the shipped diffuser was trained.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -28,6 +34,7 @@ from riid.eval.metrics import balanced_split
 from riid.eval.report import Reference
 from riid.pipeline import DEFAULTS, default_checkpoint, load_pipeline
 from riid.presets import DIFFUSER_PRESETS
+from riid.schedule import PREDICTIONS
 from riid.tasks import DiffuserTask, DiffusionModel
 from riid.train import TrainConfig, train
 
@@ -40,17 +47,23 @@ class Stop(Exception):
 
 
 class TimedTask(DiffuserTask):
-    """The diffuser task, but each export is a snapshot folder named by its training minutes, and
-    the run stops once ``minutes`` of training have passed."""
+    """The diffuser task, but each export is a snapshot folder named by its training minutes (with
+    the steps taken so far), and the run stops once ``minutes`` of training have passed."""
 
     def __init__(self, *args, minutes: float, **kwargs):
         super().__init__(*args, **kwargs)
-        self.minutes, self.start, self.paused = minutes, time.time(), 0.0
+        self.minutes, self.start, self.paused, self.steps = minutes, time.time(), 0.0, 0
+
+    def batch(self, generator, device):
+        self.steps += 1
+        return super().batch(generator, device)
 
     def export(self, ema_model, out_dir):
         begin = time.time()
         minutes = (begin - self.start - self.paused) / 60
-        super().export(ema_model, Path(out_dir) / f"snap-{minutes:06.2f}")
+        snap = Path(out_dir) / f"snap-{minutes:06.2f}"
+        super().export(ema_model, snap)
+        (snap / "steps.json").write_text(json.dumps({"steps": self.steps}) + "\n")
         self.paused += time.time() - begin
         if minutes >= self.minutes:
             raise Stop
@@ -62,6 +75,7 @@ def run_train(args) -> None:
     autoencoder = load_model(ae_folder, "riae")
     images, labels = load_mnist("train", root=args.data_root)
     diffuser_config, cond_config = DIFFUSER_PRESETS["default"]
+    diffuser_config = dataclasses.replace(diffuser_config, prediction=args.prediction)
     model = DiffusionModel(R2ID(diffuser_config), LabelConditioner(cond_config))
     # a smaller batch takes proportionally more steps, so the schedule covers the same images
     scale = 128 / args.batch_size
@@ -96,6 +110,8 @@ def run_score(args) -> None:
         pipe = load_pipeline(snap)
         score = ref.score(judges, pipe.generate(digits, DEFAULTS), digits)
         score["minutes"] = float(snap.name.split("-")[1])
+        if (snap / "steps.json").exists():
+            score.update(json.loads((snap / "steps.json").read_text()))
         (snap / "score.json").write_text(json.dumps(score) + "\n")
         print(f"{snap}: {score['accuracy']:.1%}, FD {score['fd_ratio']:.1f}× floor")
 
@@ -105,11 +121,12 @@ def run_plot(args) -> None:
 
     runs = {}
     for path in sorted(OUT.glob("*/snap-*/score.json")):
-        runs.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
-    fig = Figure(figsize=(9, 3.5), dpi=100)
+        if not args.names or path.parent.parent.name in args.names:
+            runs.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
+    fig = Figure(figsize=(11, 3.5), dpi=100)
     ax_acc, ax_fd = fig.subplots(1, 2)
-    lines = ["| recipe | minutes to 98% at 32 px | accuracy, FD ÷ floor at each snapshot |",
-             "| --- | --- | --- |"]
+    lines = ["| recipe | steps/min | minutes to 98% at 32 px | accuracy, FD ÷ floor at each snapshot |",
+             "| --- | --- | --- | --- |"]
     for name, scores in runs.items():
         scores.sort(key=lambda s: s["minutes"])
         minutes = [s["minutes"] for s in scores]
@@ -118,10 +135,11 @@ def run_plot(args) -> None:
         reached = next((f"{s['minutes']:.0f}" for s in scores if s["accuracy"] >= 0.98), "not yet")
         cells = ", ".join(f"{s['minutes']:.0f} min: {s['accuracy']:.1%} {s['fd_ratio']:.1f}×"
                           for s in scores)
-        lines.append(f"| {name} | {reached} | {cells} |")
+        rate = next((f"{s['steps'] / s['minutes']:.0f}" for s in reversed(scores) if "steps" in s), "—")
+        lines.append(f"| {name} | {rate} | {reached} | {cells} |")
     ax_acc.set(xlabel="training minutes", ylabel="class accuracy at 32 px (%)", ylim=(0, 100))
     ax_fd.set(xlabel="training minutes", ylabel="Fréchet distance ÷ real floor", yscale="log")
-    ax_acc.legend()
+    ax_fd.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
     fig.tight_layout()
     fig.savefig(OUT / "learning_speed.png")
     (OUT / "table.md").write_text("\n".join(lines) + "\n")
@@ -139,10 +157,11 @@ def main(argv=None) -> None:
     t.add_argument("--warmup", type=int, default=200, help="warm-up steps at batch 128")
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--prediction", choices=PREDICTIONS, default="v")
     for p in (t, sub.add_parser("score")):
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--data-root", default="data")
-    sub.add_parser("plot")
+    sub.add_parser("plot").add_argument("names", nargs="*", help="these runs only (default: all)")
     args = parser.parse_args(argv)
     {"train": run_train, "score": run_score, "plot": run_plot}[args.command](args)
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from .attention import Attention, FeedForward, TokenEmbedding
 from .coords import COORD_CHANNELS, dual_coords, fourier_features
+from .schedule import PREDICTIONS, noise_from
 from .validate import LIMITS, check_int, check_size, check_tensor
 
 
@@ -25,6 +26,8 @@ class R2IDConfig:
     mlp_ratio: int = 4
     num_clouds: int = 1  # random token groups for self-attention; 1 = full attention
     cond_dim: int = 128
+    # what the head answers (riid.schedule.PREDICTIONS); files without the field predate v
+    prediction: str = "eps"
 
 
 @dataclass
@@ -116,15 +119,19 @@ class R2ID(nn.Module):
         self.norm_out = nn.LayerNorm(c.dim, elementwise_affine=False)
         self.out_modulation = nn.Linear(c.dim, 2 * c.dim)
         self.head = nn.Linear(c.dim, c.latent_channels)
-        for layer in (self.out_modulation, self.head):  # a fresh model predicts zero noise
+        if c.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, "
+                             f"got {c.prediction!r}")
+        for layer in (self.out_modulation, self.head):  # a fresh model answers zero
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, alpha_bar: torch.Tensor, conds: list[torch.Tensor],
                 num_clouds: int | None = None, chunk: int | None = None,
                 generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """Predict the noise of x [B, Cl, h, w] at alpha_bar [B] under each condition in ``conds``:
-        one epsilon [B, Cl, h, w] per condition. The encoder runs once for all of them, the decoder
+        """The head's answer (config.prediction: the noise or v) for x [B, Cl, h, w] at alpha_bar
+        [B] under each condition in ``conds``, one [B, Cl, h, w] per condition (:meth:`noise`
+        gives the noise whatever the head answers). The encoder runs once for all of them, the decoder
         once on the conditions stacked along the batch. Each condition [B, T, cond_dim] reaches the
         decoder twice: by cross-attention to its tokens and, through their mean, in the blocks'
         adaptive layer norm alongside the time."""
@@ -161,5 +168,11 @@ class R2ID(nn.Module):
         for block in self.decoder:
             tokens = block(tokens, xy, t, clouds, cond, chunk=chunk, generator=generator)
         shift, scale = self.out_modulation(t)[:, None].chunk(2, dim=-1)
-        eps = self.head(self.norm_out(tokens) * (1 + scale) + shift)  # [kB, N, Cl]
-        return list(rearrange(eps, "(k b) (h w) c -> k b c h w", k=k, h=h, w=w))
+        out = self.head(self.norm_out(tokens) * (1 + scale) + shift)  # [kB, N, Cl]
+        return list(rearrange(out, "(k b) (h w) c -> k b c h w", k=k, h=h, w=w))
+
+    def noise(self, x: torch.Tensor, alpha_bar: torch.Tensor, conds: list[torch.Tensor],
+              **kwargs) -> list[torch.Tensor]:
+        """The predicted noise of x under each condition (what the samplers step with)."""
+        return [noise_from(self.config.prediction, out, x, alpha_bar)
+                for out in self(x, alpha_bar, conds, **kwargs)]

@@ -136,9 +136,10 @@ class Pipeline:
         def denoiser(x, alpha_bar):
             # a noisy step: the label alone, no guidance
             if float(log_snr(alpha_bar[0].double())) < s.cfg_from:
-                return self.diffuser(x, alpha_bar, [cond], s.clouds, generator=generators[0])[0]
-            eps_cond, eps_null = self.diffuser(x, alpha_bar, [cond, null], s.clouds,
-                                               generator=generators[0])
+                return self.diffuser.noise(x, alpha_bar, [cond], num_clouds=s.clouds,
+                                           generator=generators[0])[0]
+            eps_cond, eps_null = self.diffuser.noise(x, alpha_bar, [cond, null],
+                                                     num_clouds=s.clouds, generator=generators[0])
             return eps_null + s.cfg * (eps_cond - eps_null)
 
         return SAMPLERS[s.sampler](denoiser, noise(), sampling_alpha_bars(s.steps, s.spacing),

@@ -1,4 +1,5 @@
-"""Named model sizes, reused as CLI choices. ``default`` is what the shipped checkpoints use."""
+"""Named model sizes, reused as CLI choices: ``default`` is the shipped checkpoints' size (a fresh
+diffuser predicts v; the shipped one, trained before, the noise)."""
 from .autoencoder import RIAEConfig
 from .diffuser import ConditionerConfig, R2IDConfig
 
@@ -7,7 +8,8 @@ AUTOENCODER_PRESETS = {
     "tiny": RIAEConfig(latent_channels=4, dim=16, heads=2, encoder_blocks=1, decoder_blocks=1,
                        pixel_layers=1)}
 DIFFUSER_PRESETS = {
-    "default": (R2IDConfig(), ConditionerConfig()),
+    "default": (R2IDConfig(prediction="v"), ConditionerConfig()),
     "tiny": (
-        R2IDConfig(dim=16, heads=2, encoder_blocks=1, decoder_blocks=1, mlp_ratio=2, cond_dim=16),
+        R2IDConfig(dim=16, heads=2, encoder_blocks=1, decoder_blocks=1, mlp_ratio=2, cond_dim=16,
+                   prediction="v"),
         ConditionerConfig(tokens=2, dim=16))}

@@ -6,6 +6,9 @@ import torch
 S = 0.008
 MIN_ALPHA_BAR = 1e-4  # alpha_bar(1) is 0; keep a trace of signal so log-SNR stays finite
 SPACINGS = ("time", "logsnr")
+# what a diffuser's head answers: the noise ε, or v = √ᾱ·ε − √(1−ᾱ)·x₀ (learns several times faster
+# from scratch: benchmarks/learning_speed.py)
+PREDICTIONS = ("eps", "v")
 
 
 def cosine_alpha_bar(t: torch.Tensor) -> torch.Tensor:
@@ -40,7 +43,30 @@ def sampling_alpha_bars(steps: int, spacing: str = "time", device=None) -> torch
     return alpha_bars
 
 
+def _per_item(alpha_bar: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return alpha_bar.view(-1, *([1] * (like.ndim - 1)))
+
+
 def add_noise(x0: torch.Tensor, alpha_bar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """x_t = sqrt(alpha_bar)·x0 + sqrt(1 − alpha_bar)·noise, alpha_bar [B]."""
-    a = alpha_bar.view(-1, *([1] * (x0.ndim - 1)))
+    a = _per_item(alpha_bar, x0)
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def prediction_target(prediction: str, x0: torch.Tensor, alpha_bar: torch.Tensor,
+                      noise: torch.Tensor) -> torch.Tensor:
+    """What a diffuser whose head answers ``prediction`` (PREDICTIONS) is trained to answer for
+    add_noise(x0, alpha_bar, noise)."""
+    if prediction == "eps":
+        return noise
+    a = _per_item(alpha_bar, x0)
+    return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+
+def noise_from(prediction: str, answer: torch.Tensor, x_t: torch.Tensor,
+               alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The noise of x_t implied by a head's answer: ε = √ᾱ·v + √(1−ᾱ)·x_t for v."""
+    if prediction == "eps":
+        return answer
+    a = _per_item(alpha_bar, x_t)
+    return a.sqrt() * answer + (1 - a).sqrt() * x_t

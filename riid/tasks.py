@@ -19,7 +19,7 @@ from .data import canvas
 from .diffuser import R2ID, LabelConditioner
 from .images import resize, save_grid
 from .pipeline import MAX_LATENT_ASPECT, Pipeline, default_latent_size
-from .schedule import add_noise, cosine_alpha_bar
+from .schedule import add_noise, cosine_alpha_bar, prediction_target
 
 # (height, width) canvases of a 32 px digit, from 3:5 to 5:3: the widest latent the pipeline
 # diffuses (a wider output pads that latent's decode), so the widest canvas holds the whole digit
@@ -118,10 +118,12 @@ class DiffusionModel(nn.Module):
         self.diffuser, self.conditioner, self.null_rate = diffuser, conditioner, null_rate
 
     def forward(self, latents, labels, alpha_bar, noise, drop):
-        """Per-sample noise-prediction MSE [B]; ``drop`` [B] (bool) marks labels set to the null."""
+        """Per-sample MSE [B] of the head's answer (the noise or v); ``drop`` [B] (bool) marks
+        labels set to the null."""
         cond = self.conditioner(self.conditioner.one_hot(labels.masked_fill(drop, -1)))
-        eps, = self.diffuser(add_noise(latents, alpha_bar, noise), alpha_bar, [cond])
-        return (eps - noise).pow(2).flatten(1).mean(1)
+        out, = self.diffuser(add_noise(latents, alpha_bar, noise), alpha_bar, [cond])
+        target = prediction_target(self.diffuser.config.prediction, latents, alpha_bar, noise)
+        return (out - target).pow(2).flatten(1).mean(1)
 
 
 class DiffuserTask:

@@ -104,7 +104,7 @@ def test_guidance_applies_only_from_its_log_snr(tiny_pipeline):
     guided = tiny_pipeline.generate([3], seed=0, cfg=3.0, cfg_from=-LIMITS.cfg_from, **SMALL)
     assert (guided - unguided).abs().max() > 1e-3
     partly = tiny_pipeline.generate([3], seed=0, cfg=3.0, cfg_from=-3.0, **SMALL)  # guides the last two of 3 steps
-    assert (partly - guided).abs().max() > 1e-3 and (partly - unguided).abs().max() > 1e-5
+    assert (partly - guided).abs().max() > 1e-4 and (partly - unguided).abs().max() > 1e-5
 
 
 def test_unguided_steps_run_the_diffuser_on_one_condition(tiny_pipeline, monkeypatch):

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from riid.samplers import SAMPLERS, sample_ddim, sample_dpmpp_2m
-from riid.schedule import MIN_ALPHA_BAR, SPACINGS, add_noise, cosine_alpha_bar, log_snr, sampling_alpha_bars
+from riid.schedule import (MIN_ALPHA_BAR, PREDICTIONS, SPACINGS, add_noise, cosine_alpha_bar, log_snr,
+                           noise_from, prediction_target, sampling_alpha_bars)
 
 
 def oracle_for(x0: torch.Tensor):
@@ -154,3 +155,14 @@ def test_samplers_follow_input_dtype():
     x0, x = problem()
     for sampler in SAMPLERS:
         assert run(sampler, oracle_for(x0.float()), x.float(), 4).dtype == torch.float32
+
+
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+def test_a_perfect_answer_of_either_kind_gives_back_the_noise(prediction):
+    x0, eps = torch.randn(4, 3, 5, 6), torch.randn(4, 3, 5, 6)
+    alpha_bar = torch.tensor([MIN_ALPHA_BAR, 0.3, 0.7, 0.999])
+    x_t = add_noise(x0, alpha_bar, eps)
+    answer = prediction_target(prediction, x0, alpha_bar, eps)
+    assert torch.allclose(noise_from(prediction, answer, x_t, alpha_bar), eps, atol=1e-5)
+    if prediction == "v":  # v is neither the noise nor the image: at high noise it is -x0
+        assert torch.allclose(answer[0], -x0[0], atol=0.05)
