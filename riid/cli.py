@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import pipeline as P
+from .train import RECIPES
 from .validate import LIMITS, check_float, check_int, check_output_dir, check_output_file
 
 
@@ -80,13 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         t.add_argument("--out", type=_path, required=True, help=(
             "run folder: state, previews and the export (locked while a run writes to it)"))
         t.add_argument("--preset", default="default", help="model size preset: default or tiny")
-        t.add_argument("--steps", type=_integer, default=3000)
-        t.add_argument("--batch-size", type=_integer,
-                       default=64 if name == "train-autoencoder" else 128)
-        t.add_argument("--lr", type=float, default=1e-3)
-        t.add_argument("--warmup", type=_integer, default=200)
-        t.add_argument("--grad-accum", type=_integer, default=1)
-        t.add_argument("--ema-decay", type=float, default=0.999)
+        recipe = RECIPES[name]
+        t.add_argument("--steps", type=_integer, default=recipe.steps)
+        t.add_argument("--batch-size", type=_integer, default=recipe.batch_size)
+        t.add_argument("--lr", type=float, default=recipe.lr)
+        t.add_argument("--warmup", type=_integer, default=recipe.warmup)
+        t.add_argument("--grad-accum", type=_integer, default=recipe.grad_accum)
+        t.add_argument("--ema-decay", type=float, default=recipe.ema_decay)
         t.add_argument("--save-every", type=float, default=120.0,
                        help="seconds between full-state saves")
         t.add_argument("--save-every-steps", type=_integer, default=0,

@@ -43,6 +43,12 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
 
+# each training command's defaults: the autoencoder's shipped recipe; for the diffuser, the recipe
+# that learned fastest per minute from scratch in benchmarks/learning_speed.py
+RECIPES = {"train-autoencoder": TrainConfig(steps=1800, batch_size=64, warmup=150),
+           "train-diffuser": TrainConfig(steps=4800, batch_size=32, lr=1.6e-3, warmup=400,
+                                         ema_decay=0.99975)}
+
 # [low, high] of each TrainConfig field (int bounds for int fields); POSITIVE ones must also be > 0
 RANGES = {"steps": (1, 10**9), "batch_size": (1, 65536), "lr": (0.0, 10.0),
           "min_lr_ratio": (0.0, 1.0), "warmup": (0, 10**9), "weight_decay": (0.0, 10.0),

@@ -2,9 +2,9 @@
 # The whole pipeline from nothing to shippable weights, sized to 2 hours of wall time on a 2-core CPU:
 #   1. the autoencoder, on both cores (~30 min);
 #   2. side by side, one core each (~85 min): the decoder fine-tune (encoder frozen, so the latents do
-#      not move) and the diffuser, trained on the frozen encoder's latents: 4,800 steps of batch 32 at
-#      lr 1.6e-3 (~1.05 s each beside the fine-tune), the recipe that learned fastest per minute in
-#      benchmarks/learning_speed.py.
+#      not move) and the diffuser, trained on the frozen encoder's latents.
+# The autoencoder and the diffuser train on their commands' default recipes (riid.train.RECIPES; the
+# diffuser's, 4,800 steps of batch 32 predicting v, learned fastest in benchmarks/learning_speed.py).
 # Usage: scripts/train_from_scratch.sh [OUT [OPTION...]]
 #   OUT defaults to runs/scratch; OUT/pipeline.log gets the wall times, OUT/weights the pipeline folder.
 #   Each OPTION is appended to every training command, so it wins over the script's own, e.g. a smoke test:
@@ -21,16 +21,14 @@ stamp() { echo "$(date -u +%FT%TZ) +$(( ($(date +%s) - start) / 60 )) min: $*" |
 
 stamp "start"
 [ "$data" = fixture ] || riid data --root "$data"
-riid train-autoencoder --out "$out/ae" --steps 1800 --batch-size 64 --warmup 150 --preview-every 300 --threads 2 \
-    --data-root "$data" "$@"
+riid train-autoencoder --out "$out/ae" --preview-every 300 --threads 2 --data-root "$data" "$@"
 stamp "autoencoder done"
 riid train-autoencoder --out "$out/ae_ft" --init "$out/ae/autoencoder" --decoder-only --loss l1 --steps 3400 \
     --batch-size 64 --lr 5e-4 --warmup 100 --preview-every 500 --threads 1 --data-root "$data" "$@" \
     > "$out/ae_ft.log" 2>&1 &
 decoder=$!
-riid train-diffuser --out "$out/r2id" --autoencoder "$out/ae/autoencoder" --steps 4800 --batch-size 32 \
-    --lr 1.6e-3 --warmup 400 --ema-decay 0.99975 --preview-every 2000 --threads 1 --data-root "$data" "$@" \
-    > "$out/r2id.log" 2>&1 &
+riid train-diffuser --out "$out/r2id" --autoencoder "$out/ae/autoencoder" --preview-every 2000 --threads 1 \
+    --data-root "$data" "$@" > "$out/r2id.log" 2>&1 &
 diffuser=$!
 wait $decoder || { echo "decoder fine-tune failed, see $out/ae_ft.log" >&2; kill $diffuser; exit 1; }
 stamp "decoder fine-tune done"
