@@ -131,10 +131,10 @@ class R2ID(nn.Module):
                 generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """The head's answer (config.prediction: the noise or v) for x [B, Cl, h, w] at alpha_bar
         [B] under each condition in ``conds``, one [B, Cl, h, w] per condition (:meth:`noise`
-        gives the noise whatever the head answers). The encoder runs once for all of them, the decoder
-        once on the conditions stacked along the batch. Each condition [B, T, cond_dim] reaches the
-        decoder twice: by cross-attention to its tokens and, through their mean, in the blocks'
-        adaptive layer norm alongside the time."""
+        gives the noise whatever the head answers). The encoder runs once for all of them, the
+        decoder once on the conditions stacked along the batch. Each condition [B, T, cond_dim]
+        reaches the decoder twice: by cross-attention to its tokens and, through their mean, in the
+        blocks' adaptive layer norm alongside the time."""
         c = self.config
         x = check_tensor("x", x, self.head.weight.dtype)
         if x.ndim != 4 or x.shape[1] != c.latent_channels:
