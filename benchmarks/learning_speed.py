@@ -2,8 +2,9 @@
 shipped (frozen) autoencoder, snapshot its EMA every few minutes, then score every snapshot on one
 fixed set of 200 digits at 32 px (20 per class, the CLI's sampling defaults).
 
-    python benchmarks/learning_speed.py train NAME --minutes 25 [--batch-size 32] [--lr 1.6e-3]
-                                                    [--prediction eps]
+    python benchmarks/learning_speed.py train NAME --minutes 25   # riid train-diffuser's batch, lr, warm-up
+    python benchmarks/learning_speed.py train NAME --minutes 25 --batch-size 128 --lr 8e-4 --warmup 200 \
+        --prediction eps                                           # the first release's recipe
     python benchmarks/learning_speed.py score       # every snapshot not scored yet
     python benchmarks/learning_speed.py plot [NAME...]  # figure and table from the scores
 
@@ -36,10 +37,12 @@ from riid.pipeline import DEFAULTS, default_checkpoint, load_pipeline
 from riid.presets import DIFFUSER_PRESETS
 from riid.schedule import PREDICTIONS
 from riid.tasks import DiffuserTask, DiffusionModel
-from riid.train import TrainConfig, train
+from riid.train import RECIPES, TrainConfig, train
 
 OUT = Path("results/learning-speed")
 PER_CLASS = 20  # 200 digits per snapshot
+# the defaults: the winner so far, which riid train-diffuser trains with
+WINNER = RECIPES["train-diffuser"]
 
 
 class Stop(Exception):
@@ -153,9 +156,10 @@ def main(argv=None) -> None:
     t.add_argument("name")
     t.add_argument("--minutes", type=float, default=25.0)
     t.add_argument("--every", type=float, default=5.0, help="minutes between snapshots")
-    t.add_argument("--lr", type=float, default=8e-4)
-    t.add_argument("--warmup", type=int, default=200, help="warm-up steps at batch 128")
-    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=WINNER.lr)
+    t.add_argument("--warmup", type=int, default=WINNER.warmup * WINNER.batch_size // 128,
+                   help="warm-up steps at batch 128")
+    t.add_argument("--batch-size", type=int, default=WINNER.batch_size)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--prediction", choices=PREDICTIONS, default="v")
     for p in (t, sub.add_parser("score")):
