@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole pipeline from nothing to shippable weights, sized to 2 hours of wall time on a 2-core CPU:
-#   1. the autoencoder, on both cores (~30 min);
+#   1. the autoencoder, 1,100 steps on both cores (~30 min);
 #   2. side by side, one core each (~85 min): the decoder fine-tune (encoder frozen, so the latents do
 #      not move) and the diffuser, trained on the frozen encoder's latents.
 # The autoencoder and the diffuser train on their commands' default recipes (riid.train.RECIPES; the
@@ -10,10 +10,13 @@
 #   Each OPTION is appended to every training command, so it wins over the script's own, e.g. a smoke test:
 #   RIID_DATA=fixture scripts/train_from_scratch.sh /tmp/smoke --preset tiny --limit 32 --steps 2 --batch-size 4 --warmup 1
 #   RIID_DATA is the MNIST root (default data; 'fixture' is the 1,000 test digits shipped in the package).
+# After the budget, riid eval scores the weights at the sizes the 2-hour targets name (OUT/eval, with 32 px
+# again at seeds 1 and 2 in OUT/eval-seed1 and -seed2); RIID_EVAL_N digits per class (default 20, 0 skips it).
 set -euo pipefail
 out=${1:-runs/scratch}
 shift $(( $# > 0 ? 1 : 0 ))
 data=${RIID_DATA:-data}
+eval_n=${RIID_EVAL_N:-20}
 mkdir -p "$out"
 log="$out/pipeline.log"
 start=$(date +%s)
@@ -21,7 +24,7 @@ stamp() { echo "$(date -u +%FT%TZ) +$(( ($(date +%s) - start) / 60 )) min: $*" |
 
 stamp "start"
 [ "$data" = fixture ] || riid data --root "$data"
-riid train-autoencoder --out "$out/ae" --preview-every 300 --threads 2 --data-root "$data" "$@"
+riid train-autoencoder --out "$out/ae" --steps 1100 --preview-every 300 --threads 2 --data-root "$data" "$@"
 stamp "autoencoder done"
 riid train-autoencoder --out "$out/ae_ft" --init "$out/ae/autoencoder" --decoder-only --loss l1 --steps 3400 \
     --batch-size 64 --lr 5e-4 --warmup 100 --preview-every 500 --threads 1 --data-root "$data" "$@" \
@@ -38,3 +41,12 @@ stamp "diffuser done"
 mkdir -p "$out/weights"
 cp -r "$out/ae_ft/autoencoder" "$out/r2id/diffuser" "$out/r2id/conditioner" "$out/weights/"
 stamp "weights in $out/weights (riid eval --checkpoint $out/weights)"
+
+[ "$eval_n" -gt 0 ] || exit 0
+sizes=16,24,32,48,64,24x40,40x24,32x48,48x32
+riid eval --checkpoint "$out/weights" --sizes "$sizes" --n "$eval_n" --out "$out/eval" --data-root "$data"
+for seed in 1 2; do
+    riid eval --checkpoint "$out/weights" --sizes 32 --n "$eval_n" --seed $seed --out "$out/eval-seed$seed" \
+        --data-root "$data"
+done
+stamp "evaluated: $out/eval/report.md"
