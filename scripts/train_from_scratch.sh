@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole pipeline from nothing to shippable weights, sized to 2 hours of wall time on a 2-core CPU:
-#   1. the autoencoder, 1,100 steps on both cores (~30 min);
-#   2. side by side, one core each (~85 min): the decoder fine-tune (encoder frozen, so the latents do
+#   1. the autoencoder, 1,100 steps on both cores (22 min in the recorded run);
+#   2. side by side, one core each (84 min): the decoder fine-tune (encoder frozen, so the latents do
 #      not move) and the diffuser, trained on the frozen encoder's latents.
-# The autoencoder and the diffuser train on their commands' default recipes (riid.train.RECIPES; the
+# The autoencoder (but for its steps) and the diffuser train on their commands' default recipes (RECIPES; the
 # diffuser's, 4,800 steps of batch 32 predicting v, learned fastest in benchmarks/learning_speed.py).
 # Usage: scripts/train_from_scratch.sh [OUT [OPTION...]]
 #   OUT defaults to runs/scratch; OUT/pipeline.log gets the wall times, OUT/weights the pipeline folder.
