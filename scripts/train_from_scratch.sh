@@ -43,10 +43,7 @@ cp -r "$out/ae_ft/autoencoder" "$out/r2id/diffuser" "$out/r2id/conditioner" "$ou
 stamp "weights in $out/weights (riid eval --checkpoint $out/weights)"
 
 [ "$eval_n" -gt 0 ] || exit 0
-sizes=16,24,32,48,64,24x40,40x24,32x48,48x32
-riid eval --checkpoint "$out/weights" --sizes "$sizes" --n "$eval_n" --out "$out/eval" --data-root "$data"
-for seed in 1 2; do
-    riid eval --checkpoint "$out/weights" --sizes 32 --n "$eval_n" --seed $seed --out "$out/eval-seed$seed" \
-        --data-root "$data"
-done
+score() { riid eval --checkpoint "$out/weights" --n "$eval_n" --data-root "$data" "$@"; }
+score --sizes 16,24,32,48,64,24x40,40x24,32x48,48x32 --out "$out/eval"
+for seed in 1 2; do score --sizes 32 --seed $seed --out "$out/eval-seed$seed"; done
 stamp "evaluated: $out/eval/report.md"
