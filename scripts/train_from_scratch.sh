@@ -2,9 +2,9 @@
 # The whole pipeline from nothing to shippable weights, sized to 2 hours of wall time on a 2-core CPU:
 #   1. the autoencoder, 1,100 steps on both cores (22 min in the recorded run);
 #   2. side by side, one core each (84 min): the decoder fine-tune (encoder frozen, so the latents do
-#      not move) and the diffuser, trained on the frozen encoder's latents.
-# The autoencoder (but for its steps) and the diffuser train on their commands' default recipes (RECIPES; the
-# diffuser's, 4,800 steps of batch 32 predicting v, learned fastest in benchmarks/learning_speed.py).
+#      not move) and the diffuser, 9,000 steps on the frozen encoder's latents, sized to end with it.
+# Both models train on their commands' default recipes (RECIPES) but for the steps; the diffuser's (batch 32,
+# predicting v) learned fastest in benchmarks/learning_speed.py.
 # Usage: scripts/train_from_scratch.sh [OUT [OPTION...]]
 #   OUT defaults to runs/scratch; OUT/pipeline.log gets the wall times, OUT/weights the pipeline folder.
 #   Each OPTION is appended to every training command, so it wins over the script's own, e.g. a smoke test:
@@ -30,8 +30,8 @@ riid train-autoencoder --out "$out/ae_ft" --init "$out/ae/autoencoder" --decoder
     --batch-size 64 --lr 5e-4 --warmup 100 --preview-every 500 --threads 1 --data-root "$data" "$@" \
     > "$out/ae_ft.log" 2>&1 &
 decoder=$!
-riid train-diffuser --out "$out/r2id" --autoencoder "$out/ae/autoencoder" --preview-every 2000 --threads 1 \
-    --data-root "$data" "$@" > "$out/r2id.log" 2>&1 &
+riid train-diffuser --out "$out/r2id" --autoencoder "$out/ae/autoencoder" --steps 9000 --preview-every 2000 \
+    --threads 1 --data-root "$data" "$@" > "$out/r2id.log" 2>&1 &
 diffuser=$!
 wait $decoder || { echo "decoder fine-tune failed, see $out/ae_ft.log" >&2; kill $diffuser; exit 1; }
 stamp "decoder fine-tune done"
