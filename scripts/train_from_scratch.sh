@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole pipeline from nothing to shippable weights, sized to 2 hours of wall time on a 2-core CPU:
-#   1. the autoencoder, 1,100 steps on both cores (22 min in the recorded run);
-#   2. side by side, one core each (84 min): the decoder fine-tune (encoder frozen, so the latents do
-#      not move) and the diffuser, 9,000 steps on the frozen encoder's latents, sized to end with it.
+#   1. the autoencoder, 1,100 steps on both cores (23 min in the recorded run);
+#   2. side by side, one core each (91 min): the decoder fine-tune (encoder frozen, so the latents do
+#      not move) and the diffuser, 9,000 steps on the frozen encoder's latents, sized to end close to it.
 # Both models train on their commands' default recipes (RECIPES) but for the steps; the diffuser's (batch 32,
 # predicting v) learned fastest in benchmarks/learning_speed.py.
 # Usage: scripts/train_from_scratch.sh [OUT [OPTION...]]
