@@ -323,8 +323,8 @@ def training():
 
             **How long it takes.** The two training cells take about 6 minutes together with one CPU thread
             (`OMP_NUM_THREADS=1`): 335 s of CPU time, which the machine's other work does not inflate. For the outputs
-            saved here the whole notebook ran in 14 minutes of wall time, on a 2-core CPU shared with other jobs (a
-            load average of about 5); each training cell prints both times. With the environment variable
+            saved here the whole notebook ran in 2 minutes of wall time on an idle 2-core CPU, two threads; each
+            training cell prints both times. With the environment variable
             `RIID_FAST=1` (the test suite's mode) it uses the `tiny` presets and about fifteen steps each, and
             finishes in seconds.
         '''),
@@ -463,7 +463,7 @@ def training():
 
             The diffuser is trained on latents of the *frozen* autoencoder we just exported. `DiffusionModel` holds the
             diffuser and the label conditioner; `DiffuserTask` encodes canvases of random shapes at random latent
-            densities, noises them at a random time of the cosine schedule, and the loss is the noise-prediction error.
+            densities, noises them at a random time of the cosine schedule, and the loss is the error of the head's answer, v.
             15% of the labels are swapped for the null (all-zeros) condition, so the same model also predicts without
             a label, which is what classifier-free guidance needs. Its export folder becomes a complete pipeline: `autoencoder/`, `diffuser/`, `conditioner/`.
         '''),
@@ -485,7 +485,7 @@ def training():
             ($t \to 0$) are hard to tell from their noise, pure noise ($t \to 1$) is easy.
         '''),
         code('''
-            plot_history(OUT / "pipeline", keys=("loss",), title="diffuser: noise-prediction MSE")
+            plot_history(OUT / "pipeline", keys=("loss",), title="diffuser: v-prediction MSE")
             show_png(OUT / "pipeline" / "loss_vs_t.png", scale=0.8)
         '''),
         md(r'''
