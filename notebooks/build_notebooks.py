@@ -481,8 +481,9 @@ def training():
             print("pipeline folder:", sorted(p.name for p in (OUT / "pipeline").iterdir() if p.is_dir()))
         '''),
         md(r'''
-            The loss is noisy (each step draws new times $t$); the loss-versus-$t$ curve shows why: almost-clean latents
-            ($t \to 0$) are hard to tell from their noise, pure noise ($t \to 1$) is easy.
+            The loss is noisy (each step draws new times $t$); the loss-versus-$t$ curve shows why: in almost-clean
+            latents ($t \to 0$) the little noise there is hard to tell from the digit, and near pure noise ($t \to 1$)
+            v is almost minus the clean latent itself, which only the label can suggest, so the error rises again.
         '''),
         code('''
             plot_history(OUT / "pipeline", keys=("loss",), title="diffuser: v-prediction MSE")
