@@ -324,9 +324,8 @@ def training():
             **How long it takes.** The two training cells take about 6 minutes together with one CPU thread
             (`OMP_NUM_THREADS=1`): 335 s of CPU time, which the machine's other work does not inflate. For the outputs
             saved here the whole notebook ran in 2 minutes of wall time on an idle 2-core CPU, two threads; each
-            training cell prints both times. With the environment variable
-            `RIID_FAST=1` (the test suite's mode) it uses the `tiny` presets and about fifteen steps each, and
-            finishes in seconds.
+            training cell prints both times. With the environment variable `RIID_FAST=1` (the test suite's mode) it
+            uses the `tiny` presets and about fifteen steps each, and finishes in seconds.
         '''),
         SETUP,
         SHOW_ROW,
@@ -463,8 +462,8 @@ def training():
 
             The diffuser is trained on latents of the *frozen* autoencoder we just exported. `DiffusionModel` holds the
             diffuser and the label conditioner; `DiffuserTask` encodes canvases of random shapes at random latent
-            densities, noises them at a random time of the cosine schedule, and the loss is the error of the head's answer, v.
-            15% of the labels are swapped for the null (all-zeros) condition, so the same model also predicts without
+            densities, noises them at a random time of the cosine schedule, and the loss is the error of the head's
+            answer, v. 15% of the labels are swapped for the null (all-zeros) condition, so the same model also predicts without
             a label, which is what classifier-free guidance needs. Its export folder becomes a complete pipeline: `autoencoder/`, `diffuser/`, `conditioner/`.
         '''),
         code('''
