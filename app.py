@@ -42,7 +42,7 @@ from riid.autoencoder import fitted_size
 from riid.coords import dual_coords
 from riid.data import canvas
 from riid.images import grid, resize, to_uint8
-from riid.pipeline import DEFAULTS, Pipeline, default_checkpoint, default_latent_size, load_pipeline
+from riid.pipeline import Pipeline, default_checkpoint, default_latent_size, load_pipeline
 from riid.samplers import SAMPLERS
 from riid.schedule import SPACINGS
 from riid.validate import LIMITS, check_int
@@ -501,9 +501,9 @@ def cache_examples() -> None:
 
 def example_inputs(digit, height, width, n, seed) -> list:
     """The values of every input of ``generate`` for an example: the library's defaults for the rest."""
-    return [digit, height, width, DEFAULTS.cfg, DEFAULTS.steps, seed, n, True,
-            *default_latent_size(height, width, APP_LIMITS), DEFAULTS.cfg_from, DEFAULTS.sampler, DEFAULTS.spacing,
-            DEFAULTS.eta, False, False]
+    d = get_pipeline().defaults
+    return [digit, height, width, d.cfg, d.steps, seed, n, True, *default_latent_size(height, width, APP_LIMITS),
+            d.cfg_from, d.sampler, d.spacing, d.eta, False, False]
 
 
 @friendly_errors
@@ -610,6 +610,8 @@ known). Grids of any size then cover the same square and interleave.
 Both models were trained only on 32×32 MNIST digits, on a CPU. The source, the tests and the measured figures are in
 the repository's README.
 """
+
+DEFAULTS = get_pipeline().defaults  # the shown sampling settings: the checkpoint's own
 
 with gr.Blocks(title="riid: resolution-invariant digits", delete_cache=(600, 3600)) as demo:
     gr.Markdown("## riid: handwritten digits at any size and aspect ratio, from one model trained on 32×32 MNIST")

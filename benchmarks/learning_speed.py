@@ -33,7 +33,7 @@ from riid.diffuser import R2ID, LabelConditioner
 from riid.eval.classifier import Judges
 from riid.eval.metrics import balanced_split
 from riid.eval.report import Reference
-from riid.pipeline import DEFAULTS, default_checkpoint, load_pipeline
+from riid.pipeline import default_checkpoint, load_pipeline
 from riid.presets import DIFFUSER_PRESETS
 from riid.schedule import PREDICTIONS
 from riid.tasks import DiffuserTask, DiffusionModel
@@ -111,7 +111,7 @@ def run_score(args) -> None:
         if (snap / "score.json").exists():
             continue
         pipe = load_pipeline(snap)
-        score = ref.score(judges, pipe.generate(digits, DEFAULTS), digits)
+        score = ref.score(judges, pipe.generate(digits), digits)
         score["minutes"] = float(snap.name.split("-")[1])
         if (snap / "steps.json").exists():
             score.update(json.loads((snap / "steps.json").read_text()))

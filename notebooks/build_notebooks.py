@@ -787,9 +787,10 @@ def resolution_invariance():
         SHOW_ROW,
         LOAD_PIPELINE,
         code('''
-            from riid.pipeline import DEFAULTS, default_latent_size
+            from riid.pipeline import default_latent_size
             from riid.samplers import SAMPLERS
 
+            DEFAULTS = pipe.defaults  # the checkpoint's sampling defaults
             DIGIT, SEED = 3, 0
             STEPS = 10 if FAST else DEFAULTS.steps
             print(f"digit {DIGIT}, seed {SEED}, {STEPS} steps of {DEFAULTS.sampler} spaced in {DEFAULTS.spacing}, "

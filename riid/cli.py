@@ -40,16 +40,18 @@ SETTING_HELP = {  # help of each pipeline.SAMPLING field; a field without one fa
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per sampling setting (pipeline.SAMPLING), its default from pipeline.DEFAULTS."""
+    """One flag per sampling setting (pipeline.SAMPLING); one left out takes the checkpoint's
+    default (pipeline.DEFAULTS, or what its sampling.json says)."""
     for field in P.SAMPLING:
         help, default = SETTING_HELP[field], getattr(P.DEFAULTS, field)
         kind = {int: _integer, float: float, str: str}[type(default)]
-        parser.add_argument("--" + field.replace("_", "-"), type=kind, default=default,
-                            help=f"{help} (default {default})")
+        parser.add_argument("--" + field.replace("_", "-"), type=kind, default=None,
+                            help=f"{help} (default: the checkpoint's, else {default})")
 
 
 def settings_from(args) -> dict:
-    return {field: getattr(args, field) for field in P.SAMPLING}
+    """The sampling flags given; the pipeline fills in the rest."""
+    return {field: getattr(args, field) for field in P.SAMPLING if getattr(args, field) is not None}
 
 
 def _parser() -> argparse.ArgumentParser:

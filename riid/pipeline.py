@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from . import cost
 from .autoencoder import RIAE, fitted_size, read_size
-from .checkpoint import load_model, save_model
+from .checkpoint import first_line, load_model, save_model, write_json
 from .diffuser import R2ID, LabelConditioner
 from .images import resize
 from .samplers import SAMPLERS
@@ -20,6 +21,8 @@ from .validate import (LIMITS, Limits, check_callback, check_float, check_int, c
                        check_tensor)
 
 CHECKPOINT_ENV = "RIID_CHECKPOINTS"
+# a pipeline folder's own sampling defaults (JSON, any SAMPLING fields): what its weights were tuned at
+SAMPLING_FILE = "sampling.json"
 # latent tokens across a digit's shorter side, whatever the output resolution (README)
 LATENT_SHORT_SIDE = 12
 # the longer latent side ÷ the shorter: the shipped diffuser trained on canvases from 3:5 to 5:3
@@ -87,15 +90,17 @@ class Pipeline:
                              f"the conditioner makes {conditioner.config.dim}")
         self.autoencoder, self.diffuser = autoencoder.eval(), diffuser.eval()
         self.conditioner = conditioner.eval()
+        # what a request leaves out: DEFAULTS, or a checkpoint's own (SAMPLING_FILE)
+        self.defaults = DEFAULTS
 
     def settings(self, height=DEFAULTS.height, width=DEFAULTS.width, *, latent_size=None,
                  limits: Limits = LIMITS, **changes) -> Settings:
-        """A checked request: any Settings field by keyword; a bad value raises ValueError naming
-        its range."""
+        """A checked request: any Settings field by keyword, the rest from :attr:`defaults`; a bad
+        value raises ValueError naming its range."""
         unknown = set(changes) - set(SAMPLING)
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        s = dataclasses.replace(DEFAULTS, **changes)
+        s = dataclasses.replace(self.defaults, **changes)
         height, width = check_size("output size", (height, width), limits.side)
         if latent_size is None or (isinstance(latent_size, (tuple, list))
                                    and tuple(latent_size) == (None, None)):
@@ -197,15 +202,31 @@ class Pipeline:
         save_model(self.autoencoder, folder / "autoencoder")
         save_model(self.diffuser, folder / "diffuser")
         save_model(self.conditioner, folder / "conditioner")
+        own = {k: getattr(self.defaults, k) for k in SAMPLING
+               if getattr(self.defaults, k) != getattr(DEFAULTS, k)}
+        if own:
+            write_json(folder / SAMPLING_FILE, own)
 
 
 def load_pipeline(folder=None, device="cpu") -> Pipeline:
-    """Autoencoder, diffuser and conditioner from a checkpoint folder (default_checkpoint())."""
+    """Autoencoder, diffuser and conditioner from a checkpoint folder (default_checkpoint()), with
+    the folder's own sampling defaults where it has a SAMPLING_FILE (e.g. {"cfg": 3.0})."""
     if folder is not None and not isinstance(folder, (str, os.PathLike)):
         raise ValueError(f"checkpoint folder must be a path, got {type(folder).__name__}")
     folder = Path(folder) if folder is not None else default_checkpoint()
     if not folder.is_dir():
         raise ValueError(f"checkpoint folder not found: {folder}")
-    return Pipeline(load_model(folder / "autoencoder", "riae", device),
+    pipe = Pipeline(load_model(folder / "autoencoder", "riae", device),
                     load_model(folder / "diffuser", "r2id", device),
                     load_model(folder / "conditioner", "label_conditioner", device))
+    path = folder / SAMPLING_FILE
+    if path.exists():
+        try:
+            sampling = json.loads(path.read_text())
+            if not isinstance(sampling, dict) or not set(sampling) <= set(SAMPLING):
+                raise ValueError(f"expected a JSON object of sampling settings "
+                                 f"({', '.join(SAMPLING)})")
+            pipe.defaults = pipe.settings(**sampling)
+        except ValueError as err:  # json.JSONDecodeError included
+            raise ValueError(f"{path}: {first_line(err)}") from None
+    return pipe

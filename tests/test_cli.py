@@ -67,8 +67,9 @@ def test_help_states_the_defaults(capsys):
     assert info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     d = P.DEFAULTS
-    for needle in (f"dpmpp (default {d.sampler})", f"sampler steps (default {d.steps})",
-                   f"guidance scale (default {d.cfg})", "--latent-height", "--grid", "--checkpoint", "--time-limit",
+    for needle in (f"dpmpp (default: the checkpoint's, else {d.sampler})",
+                   f"sampler steps (default: the checkpoint's, else {d.steps})",
+                   f"guidance scale (default: the checkpoint's, else {d.cfg})", "--latent-height", "--grid", "--checkpoint", "--time-limit",
                    "RIID_TIME_LIMIT_S"):
         assert needle in text
 

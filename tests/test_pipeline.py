@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 
 import pytest
 import torch
@@ -10,7 +12,8 @@ import torch.nn.functional as F
 from riid import cost
 from riid.autoencoder import READ_SIDES, fitted_size, read_size
 from riid.images import resize
-from riid.pipeline import DEFAULTS, LATENT_SHORT_SIDE, Settings, default_latent_size
+from riid.pipeline import (DEFAULTS, LATENT_SHORT_SIDE, SAMPLING_FILE, Settings, default_latent_size,
+                           load_pipeline)
 from riid.validate import LIMITS
 
 
@@ -48,6 +51,28 @@ def test_settings_are_checked_and_frozen(tiny_pipeline):
     with pytest.raises(ValueError, match="sampler"):
         tiny_pipeline.settings(32, 32, sampler="euler")
     assert isinstance(DEFAULTS, Settings) and DEFAULTS.latent_height == LATENT_SHORT_SIDE
+
+
+def test_a_checkpoint_carries_its_own_sampling_defaults(tiny_pipeline, tmp_path):
+    tiny_pipeline.defaults = tiny_pipeline.settings(cfg=3.0, cfg_from=-1.5)
+    tiny_pipeline.save(tmp_path / "own")
+    assert json.loads((tmp_path / "own" / SAMPLING_FILE).read_text()) == {"cfg": 3.0, "cfg_from": -1.5}
+    pipe = load_pipeline(tmp_path / "own")
+    assert (pipe.defaults.cfg, pipe.defaults.cfg_from, pipe.defaults.steps) == (3.0, -1.5, DEFAULTS.steps)
+    s = pipe.settings(16, 16, steps=2)
+    assert (s.cfg, s.cfg_from, s.steps) == (3.0, -1.5, 2)  # what a request leaves out
+    assert pipe.settings(16, 16, cfg=1.0).cfg == 1.0  # what it names wins
+    assert torch.equal(pipe.generate([4], s), pipe.generate([4], height=16, width=16, steps=2))
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"cfg": 99}', r"sampling.json: cfg must be a finite number in \[0"), ('{"height": 64}', "JSON object of sampling settings"),
+    ("[2.0]", "JSON object"), ("{cfg: 2", "sampling.json: Expecting")])
+def test_a_bad_sampling_file_is_refused_by_name(tiny_pipeline_dir, tmp_path, text, message):
+    folder = shutil.copytree(tiny_pipeline_dir, tmp_path / "bad")
+    (folder / SAMPLING_FILE).write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_pipeline(folder)
 
 
 def test_generate_takes_settings_or_keywords_not_both(tiny_pipeline):

@@ -31,5 +31,8 @@ def test_train_from_scratch_script_makes_a_pipeline(tmp_path, subprocess_env):
     assert any(not torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), first.state_dict().values()))
     assert "| 24×40 |" in (tmp_path / "eval" / "report.md").read_text()
     assert (tmp_path / "eval-seed2" / "report.json").exists()
-    images = load_pipeline(tmp_path / "weights").generate([3], height=20, width=12, steps=2)
+    pipe = load_pipeline(tmp_path / "weights")
+    assert pipe.defaults.cfg == 3.0  # the guidance the 2-hour weights were measured at
+    assert "CFG 3 from" in (tmp_path / "eval" / "report.md").read_text()  # and its eval used it
+    images = pipe.generate([3], height=20, width=12, steps=2)
     assert images.shape == (1, 1, 20, 12) and torch.isfinite(images).all()

@@ -14,7 +14,7 @@ import torch
 
 from .. import cost
 from ..images import resize, save_grid
-from ..pipeline import (DEFAULTS, SAMPLING, Settings, default_checkpoint, default_latent_size,
+from ..pipeline import (SAMPLING, Settings, default_checkpoint, default_latent_size,
                         load_pipeline)
 from ..validate import LIMITS, check_int, check_size
 from .classifier import Judges
@@ -84,11 +84,12 @@ class Reference:
 
 
 def evaluate(pipe, judges: Judges, real: tuple[torch.Tensor, torch.Tensor],
-             settings: Settings = DEFAULTS, *, sizes=DEFAULT_SIZES, n_per_class: int = DEFAULT_N,
+             settings: Settings | None = None, *, sizes=DEFAULT_SIZES, n_per_class: int = DEFAULT_N,
              recon_sizes=RECON_SIZES, out_dir="results/eval", notes=(), progress=True) -> dict:
     """Write report.md, report.json and grid_<H>x<W>.png into ``out_dir``; return the report.
 
-    ``settings`` gives everything but the size (each size gets the pipeline's default latent);
+    ``settings`` gives everything but the size (each size gets the pipeline's default latent;
+    None: the pipeline's defaults);
     ``real`` is (images [N, 1, 32, 32], labels [N]) of test digits: two disjoint class-balanced
     sets of up to ``n_per_class`` each give the reference and the floor, and the second set's
     reconstructions at each of ``recon_sizes`` score the autoencoder."""
@@ -98,6 +99,7 @@ def evaluate(pipe, judges: Judges, real: tuple[torch.Tensor, torch.Tensor],
         sizes = parse_sizes(sizes)
     sizes = [check_size("size", size, LIMITS.side) for size in sizes]
     n = check_int("n per class", n_per_class, 1, 100_000)
+    settings = pipe.defaults if settings is None else settings
     at_size(pipe, settings, 32, 32)  # fail before any work
     images, labels = real
     counts = torch.bincount(labels, minlength=10)
