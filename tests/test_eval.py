@@ -141,6 +141,22 @@ def test_real_digits_read_at_every_size(judges, digits):
         assert (pred == labels).float().mean() >= 0.99, size
 
 
+@torch.no_grad()
+def test_a_square_latent_decoded_wide_or_tall_is_the_padded_digit(judges, digits):
+    """Issue 19: a square digit's 12×12 latent decoded at 24×40 and 40×24 is the same digit, unstretched on
+    a wider or taller canvas: the classifier reads it, and it is the padded 24×24 decode."""
+    from riid.pipeline import load_pipeline
+
+    pipe = load_pipeline()
+    images, labels = digits[0][:200], digits[1][:200]
+    latents = pipe.autoencoder.encode(images, default_latent_size(32, 32))
+    square = pipe.decode(latents, 24, 24)
+    for (h, w), pad in {(24, 40): (8, 8, 0, 0), (40, 24): (0, 0, 8, 8)}.items():
+        out = pipe.decode(latents, h, w)
+        assert torch.allclose(out, F.pad(square, pad, value=-1.0), atol=1e-4), (h, w)
+        assert (judges.classifier(prepare(out)).argmax(1) == labels).float().mean() >= 0.95, (h, w)
+
+
 def test_real_at_fills_the_shorter_side_unstretched(digits):
     x = digits[0][:4]
     assert torch.equal(real_at(x, 32, 32), x)
