@@ -534,3 +534,12 @@ def test_memory_estimate_is_not_below_the_measured_peak(tiny_pipeline_dir, subpr
                          capture_output=True, text=True, timeout=600).stdout
     measured, estimate = map(int, out.split())
     assert 0.9 * measured <= estimate <= 4 * measured + 64 * 2**20, (measured, estimate)
+
+
+def test_how_it_works_reports_the_shipped_evaluation(app, tmp_path):
+    report = json.loads(app.REPORT.read_text())
+    row = next(r for r in report["sizes"] if (r["height"], r["width"]) == (32, 32))
+    text = app.evaluation_summary()
+    assert f"{row['accuracy']:.0%} are read" in text and f"{row['fd_ratio']:.1f}× the real" in text
+    (tmp_path / "bad.json").write_text("{}")
+    assert app.evaluation_summary(tmp_path / "missing.json") == app.evaluation_summary(tmp_path / "bad.json") == ""
