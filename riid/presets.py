@@ -1,5 +1,5 @@
 """Named model sizes, reused as CLI choices: ``default`` is the shipped checkpoints' size (a fresh
-diffuser predicts v; the shipped one, trained before, the noise)."""
+diffuser predicts v, as the shipped one does)."""
 from .autoencoder import RIAEConfig
 from .diffuser import ConditionerConfig, R2IDConfig
 
