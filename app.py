@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import functools
 import io
+import json
 import math
 import os
 import threading
@@ -617,8 +618,6 @@ REPORT = Path(__file__).resolve().parent / "results" / "eval" / "report.json"  #
 def evaluation_summary(path: Path = REPORT) -> str:
     """The shipped weights' `riid eval` figures at 32×32 px, for the How it works tab ('' without a report)."""
     try:
-        import json
-
         report = json.loads(path.read_text())
         r = next(r for r in report["sizes"] if (r["height"], r["width"]) == (32, 32))
         recon = report["autoencoder"]["reconstruction"]["32"]
@@ -630,6 +629,7 @@ def evaluation_summary(path: Path = REPORT) -> str:
             f"trained on clean digits, is {r['fd_ratio']:.1f}× the real-versus-real floor (a 1 px blur of real "
             f"digits scores over 20×); variety is {r['variety_ratio']:.2f}× that of real digits. The autoencoder's "
             f"reconstructions score {recon['fd_ratio']:.1f}×.")
+
 
 DEFAULTS = get_pipeline().defaults  # the shown sampling settings: the checkpoint's own
 

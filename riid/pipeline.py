@@ -206,6 +206,8 @@ class Pipeline:
                if getattr(self.defaults, k) != getattr(DEFAULTS, k)}
         if own:
             write_json(folder / SAMPLING_FILE, own)
+        else:
+            (folder / SAMPLING_FILE).unlink(missing_ok=True)
 
 
 def load_pipeline(folder=None, device="cpu") -> Pipeline:

@@ -63,6 +63,9 @@ def test_a_checkpoint_carries_its_own_sampling_defaults(tiny_pipeline, tmp_path)
     assert (s.cfg, s.cfg_from, s.steps) == (3.0, -1.5, 2)  # what a request leaves out
     assert pipe.settings(16, 16, cfg=1.0).cfg == 1.0  # what it names wins
     assert torch.equal(pipe.generate([4], s), pipe.generate([4], height=16, width=16, steps=2))
+    pipe.defaults = DEFAULTS
+    pipe.save(tmp_path / "own")  # back to the library's defaults: no stale file left behind
+    assert not (tmp_path / "own" / SAMPLING_FILE).exists()
 
 
 @pytest.mark.parametrize("text, message", [
