@@ -43,7 +43,8 @@ from riid.autoencoder import fitted_size
 from riid.coords import dual_coords
 from riid.data import canvas
 from riid.images import grid, resize, to_uint8
-from riid.pipeline import Pipeline, default_checkpoint, default_latent_size, load_pipeline
+from riid.pipeline import DEFAULTS as LIBRARY_DEFAULTS
+from riid.pipeline import Pipeline, Settings, default_checkpoint, default_latent_size, load_pipeline
 from riid.samplers import SAMPLERS
 from riid.schedule import SPACINGS
 from riid.validate import LIMITS, check_int
@@ -502,9 +503,9 @@ def cache_examples() -> None:
 
 def example_inputs(digit, height, width, n, seed) -> list:
     """The values of every input of ``generate`` for an example: the library's defaults for the rest."""
-    d = get_pipeline().defaults
-    return [digit, height, width, d.cfg, d.steps, seed, n, True, *default_latent_size(height, width, APP_LIMITS),
-            d.cfg_from, d.sampler, d.spacing, d.eta, False, False]
+    return [digit, height, width, DEFAULTS.cfg, DEFAULTS.steps, seed, n, True,
+            *default_latent_size(height, width, APP_LIMITS), DEFAULTS.cfg_from, DEFAULTS.sampler, DEFAULTS.spacing,
+            DEFAULTS.eta, False, False]
 
 
 @friendly_errors
@@ -631,7 +632,16 @@ def evaluation_summary(path: Path = REPORT) -> str:
             f"reconstructions score {recon['fd_ratio']:.1f}×.")
 
 
-DEFAULTS = get_pipeline().defaults  # the shown sampling settings: the checkpoint's own
+def shown_defaults() -> Settings:
+    """The sampling settings the page shows: the checkpoint's own, else (a folder that does not load, which main()
+    then refuses in one line) the library's."""
+    try:
+        return get_pipeline().defaults
+    except ValueError:
+        return LIBRARY_DEFAULTS
+
+
+DEFAULTS = shown_defaults()
 
 with gr.Blocks(title="riid: resolution-invariant digits", delete_cache=(600, 3600)) as demo:
     gr.Markdown("## riid: handwritten digits at any size and aspect ratio, from one model trained on 32×32 MNIST")

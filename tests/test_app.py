@@ -395,6 +395,15 @@ def test_app_refuses_to_start_with_a_bad_folder_or_setting(app, tmp_path, monkey
         app.main()
 
 
+def test_app_py_refuses_a_bad_folder_in_one_line(tmp_path, subprocess_env, python):
+    """The page is built at import, from the checkpoint's sampling defaults: a folder that does not load still
+    reaches main()'s one-line refusal, not a traceback."""
+    env = dict(subprocess_env, **{CHECKPOINT_ENV: str(tmp_path / "missing")})
+    run = subprocess.run([python, str(REPO / "app.py")], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert "cannot start with the pipeline" in run.stderr and "missing" in run.stderr
+
+
 def test_api_and_cli_give_the_same_pixels(client, tiny_pipeline_dir, tmp_path):
     from riid.cli import main as cli
     settings = dict(digit="7", height=24, width=40, steps=6, guidance=2.5, sampler="ddim", eta=1.0, seed=1234)

@@ -69,8 +69,8 @@ def test_help_states_the_defaults(capsys):
     d = P.DEFAULTS
     for needle in (f"dpmpp (default: the checkpoint's, else {d.sampler})",
                    f"sampler steps (default: the checkpoint's, else {d.steps})",
-                   f"guidance scale (default: the checkpoint's, else {d.cfg})", "--latent-height", "--grid", "--checkpoint", "--time-limit",
-                   "RIID_TIME_LIMIT_S"):
+                   f"guidance scale (default: the checkpoint's, else {d.cfg})", "--latent-height", "--grid",
+                   "--checkpoint", "--time-limit", "RIID_TIME_LIMIT_S"):
         assert needle in text
 
 

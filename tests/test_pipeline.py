@@ -69,8 +69,9 @@ def test_a_checkpoint_carries_its_own_sampling_defaults(tiny_pipeline, tmp_path)
 
 
 @pytest.mark.parametrize("text, message", [
-    ('{"cfg": 99}', r"sampling.json: cfg must be a finite number in \[0"), ('{"height": 64}', "JSON object of sampling settings"),
-    ("[2.0]", "JSON object"), ("{cfg: 2", "sampling.json: Expecting")])
+    ('{"cfg": 99}', r"sampling.json: cfg must be a finite number in \[0"),
+    ('{"height": 64}', "JSON object of sampling settings"), ("[2.0]", "JSON object"),
+    ("{cfg: 2", "sampling.json: Expecting")])
 def test_a_bad_sampling_file_is_refused_by_name(tiny_pipeline_dir, tmp_path, text, message):
     folder = shutil.copytree(tiny_pipeline_dir, tmp_path / "bad")
     (folder / SAMPLING_FILE).write_text(text)
