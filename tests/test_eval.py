@@ -48,19 +48,23 @@ class NoisePipeline(Pipeline):
 
 
 class OraclePipeline(Pipeline):
-    """'Generates' real test digits of the requested classes: the report must rate them as real."""
+    """'Generates' real test digits of the requested classes: the report must rate them as real.
+    Its latents carry only each image's digit and index, so that decode can pick the real digit."""
 
     def __init__(self, base: Pipeline, images, labels):
         super().__init__(base.autoencoder, base.diffuser, base.conditioner)
         self.pool = {d: images[labels == d] for d in range(10)}
 
     def sample_latents(self, digits, s, callback=None, first_index=0):
-        self.requested = [(d, first_index + i) for i, d in enumerate(digits)]
-        return torch.zeros(len(digits), self.autoencoder.config.latent_channels, s.latent_height,
-                           s.latent_width)
+        latents = torch.zeros(len(digits), self.autoencoder.config.latent_channels, s.latent_height,
+                              s.latent_width)
+        latents[:, 0, 0, 0] = torch.tensor(digits, dtype=torch.float)
+        latents[:, 1, 0, 0] = first_index + torch.arange(len(digits), dtype=torch.float)
+        return latents
 
     def decode(self, latents, height, width):
-        picked = [self.pool[d][i % len(self.pool[d])] for d, i in self.requested]
+        picked = [self.pool[int(d)][int(i) % len(self.pool[int(d)])]
+                  for d, i in latents[:, :2, 0, 0].tolist()]
         return real_at(torch.stack(picked), height, width)
 
 
@@ -237,22 +241,24 @@ def test_psnr():
     assert psnr(a, a + 0.1) == pytest.approx(10 * math.log10(400), abs=1e-3)  # MSE 0.01, range 2
 
 
-def test_eval_splits_its_samples_into_requests_within_the_limits(tmp_path, tiny_pipeline, judges, digits,
-                                                                 monkeypatch):
-    """riid eval's default (100 per class, 1,000 per size) is above what one request may ask for."""
-    import dataclasses
-
+def test_eval_diffuses_each_latent_shape_once_in_batches(tmp_path, tiny_pipeline, judges, digits,
+                                                         monkeypatch):
+    """Sizes on one latent shape share its digits; riid eval's default (1,000 per size) runs in
+    memory-budgeted batches, with the images pipe.generate gives whatever the batching."""
     import riid.eval.report as report
-    import riid.pipeline as pipeline
 
-    small = dataclasses.replace(report.LIMITS, images=16)
-    monkeypatch.setattr(report, "LIMITS", small)
-    monkeypatch.setattr(pipeline, "LIMITS", small)
-    calls, generate = [], tiny_pipeline.generate
-    monkeypatch.setattr(tiny_pipeline, "generate",
+    monkeypatch.setattr(report.cost, "images_per_batch", lambda pipe, s, *a, **k: 16)
+    calls, sample = [], tiny_pipeline.sample_latents
+    monkeypatch.setattr(tiny_pipeline, "sample_latents",
                         lambda d, s, first_index: calls.append((len(d), first_index))
-                        or generate(d, s, first_index=first_index))
-    out = evaluate(tiny_pipeline, judges, digits, tiny_pipeline.settings(steps=1), sizes=[(16, 16)],
+                        or sample(d, s, first_index=first_index))
+    s = tiny_pipeline.settings(16, 16, steps=1)
+    assert tiny_pipeline.settings(24, 24).latent_height == s.latent_height
+    out = evaluate(tiny_pipeline, judges, digits, s, sizes=[(16, 16), (24, 24)],
                    n_per_class=3, recon_sizes=(), out_dir=tmp_path, progress=False)
-    assert calls == [(16, 0), (14, 16)]  # 30 digits: two requests, one run of image seeds
-    assert len(out["sizes"][0]["per_class_accuracy"]) == 10
+    assert calls == [(16, 0), (14, 16)]  # 30 digits for both sizes: one run of image seeds
+    assert len(out["sizes"]) == 2 and len(out["sizes"][0]["per_class_accuracy"]) == 10
+    labels = torch.arange(10).repeat_interleave(3).tolist()
+    monkeypatch.setattr(tiny_pipeline, "sample_latents", sample)
+    batched = tiny_pipeline.decode(report.diffuse(tiny_pipeline, labels, s), 16, 16)
+    torch.testing.assert_close(batched, tiny_pipeline.generate(labels, s), atol=1e-5, rtol=0)
