@@ -54,3 +54,29 @@ def test_table_marks_missing_figures():
                                             estimate_s=6.0, note="failed: killed by signal 9")])
     assert table.splitlines()[-1] == ("| sampling | 1 digit(s) at 1024×1024 px | – | – | 6 s "
                                       "| – | – | – | failed: killed by signal 9 |")
+
+
+def test_learning_speed_table_reads_each_run_at_30_60_and_120_minutes(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("learning_speed",
+                                                  REPO / "benchmarks" / "learning_speed.py")
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    monkeypatch.setattr(speed, "OUT", tmp_path)
+    runs = {"fast": ({"lr": 1.6e-3, "seed": 0, "batch_size": 32, "prediction": "v"},
+                     [(15.0, 0.5), (30.2, 0.9), (61.0, 0.985), (119.9, 0.99)]),
+            "slow": ({"lr": 8e-4, "seed": 1}, [(8.0, 0.1), (32.0, 0.2)])}  # an old run's recipe
+    for name, (recipe, scores) in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "recipe.json").write_text(json.dumps(recipe))
+        for minutes, accuracy in scores:
+            snap = tmp_path / name / f"snap-{minutes:06.2f}"
+            snap.mkdir()
+            (snap / "score.json").write_text(json.dumps(
+                {"minutes": minutes, "accuracy": accuracy, "fd_ratio": 2.0, "steps": 100 * minutes}))
+    speed.main(["plot"])
+    table = (tmp_path / "table.md").read_text().splitlines()
+    assert (tmp_path / "learning_speed.png").stat().st_size > 0
+    assert table[2] == ("| fast | v, batch 32, lr 0.0016, seed 0 | 100 | 61 | 90.0%, 2.0× | "
+                        "98.5%, 2.0× (61 min) | 99.0%, 2.0× | 120 min: 99.0%, 2.0× |")
+    assert table[3] == ("| slow | eps, batch 128, lr 0.0008, seed 1 | 100 | not yet | "
+                        "20.0%, 2.0× (32 min) | — | — | 32 min: 20.0%, 2.0× |")
