@@ -10,9 +10,9 @@ fixed set of 200 digits at 32 px (20 per class, the CLI's sampling defaults).
 
 Every recipe runs one schedule (3,600 steps of batch 128, cosine after warm-up, about two hours
 of training at batch 32 on one thread; a smaller batch takes proportionally more steps over the
-same images), so a run of N minutes is the first N minutes of that schedule. Snapshot times count training only. Run two recipes side by side with --threads 1
-each, never more, on a 2-core machine, and compare only runs made side by side: the same machine's
-speed varies from day to day.
+same images), so a run of N minutes is the first N minutes of that schedule. Snapshot times count
+training only. Run two recipes side by side with --threads 1 each, never more, on a 2-core
+machine, and compare only runs made side by side: the same machine's speed varies from day to day.
 
 ``--prediction`` is what the diffuser's head answers (riid.schedule.PREDICTIONS): v, the default, or
 the noise ε, as the shipped diffuser was trained.
@@ -41,7 +41,7 @@ from riid.train import RECIPES, TrainConfig, train
 
 OUT = Path("results/learning-speed")
 PER_CLASS = 20  # 200 digits per snapshot
-SCHEDULE = 3600  # steps of batch 128 (runs before the 2-hour table used 2,600)
+SCHEDULE = 3600  # steps of batch 128 (2,600 in runs whose recipe.json has no schedule)
 # the defaults: the winner so far, which riid train-diffuser trains with
 WINNER = RECIPES["train-diffuser"]
 
