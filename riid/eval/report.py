@@ -48,11 +48,10 @@ def at_size(pipe, settings: Settings, height: int, width: int) -> Settings:
     return pipe.settings(height, width, **{k: getattr(settings, k) for k in SAMPLING})
 
 
-@torch.no_grad()
 def diffuse(pipe, digits: list[int], s: Settings) -> torch.Tensor:
     """The latents ``pipe.generate(digits, s)`` decodes: image i from its own seed, whatever the
     batching."""
-    step = cost.images_per_batch(pipe, s)
+    step = pipe.batch_sizes(len(digits), s)[0]
     return torch.cat([pipe.sample_latents(digits[i:i + step], s, first_index=i)
                       for i in range(0, len(digits), step)])
 
@@ -142,7 +141,7 @@ def evaluate(pipe, judges: Judges, real: tuple[torch.Tensor, torch.Tensor],
             start = time.perf_counter()
             latents[shape] = diffuse(pipe, digits.tolist(), s), time.perf_counter() - start
         start = time.perf_counter()
-        step = cost.images_per_batch(pipe, s)
+        step = pipe.batch_sizes(len(digits), s)[0]
         gen = torch.cat([pipe.decode(latents[shape][0][i:i + step], h, w)
                          for i in range(0, len(digits), step)])
         bar.update(len(digits))
