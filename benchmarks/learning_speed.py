@@ -14,14 +14,16 @@ same images), so a run of N minutes is the first N minutes of that schedule. Sna
 training only. Run two recipes side by side with --threads 1 each, never more, on a 2-core
 machine, and compare only runs made side by side: the same machine's speed varies from day to day.
 
-``--prediction`` is what the diffuser's head answers (riid.schedule.PREDICTIONS): v, the default, or
-the noise ε, as the shipped diffuser was trained.
+``--prediction`` is what the diffuser's head answers (riid.schedule.PREDICTIONS): v, the default,
+the noise ε, as the first release's diffuser was trained, or the rectified-flow velocity; with
+``--prediction flow --timesteps logit-normal`` the run trains SD3's flow-matching recipe.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
@@ -35,7 +37,7 @@ from riid.eval.metrics import balanced_split
 from riid.eval.report import Reference
 from riid.pipeline import default_checkpoint, load_pipeline
 from riid.presets import DIFFUSER_PRESETS
-from riid.schedule import PREDICTIONS
+from riid.schedule import PREDICTIONS, S
 from riid.tasks import DiffuserTask, DiffusionModel
 from riid.train import RECIPES, TrainConfig, train
 
@@ -52,15 +54,24 @@ class Stop(Exception):
 
 class TimedTask(DiffuserTask):
     """The diffuser task, but each export is a snapshot folder named by its training minutes (with
-    the steps taken so far), and the run stops once ``minutes`` of training have passed."""
+    the steps taken so far), and the run stops once ``minutes`` of training have passed.
+    ``logit_normal``: noise levels drawn as SD3 draws them, half log-SNR λ ~ N(0, 1) (the
+    rectified-flow time t = sigmoid(−λ) logit-normal), not uniform in the cosine schedule's time."""
 
-    def __init__(self, *args, minutes: float, **kwargs):
+    def __init__(self, *args, minutes: float, logit_normal: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.minutes, self.start, self.paused, self.steps = minutes, time.time(), 0.0, 0
+        self.logit_normal = logit_normal
 
     def batch(self, generator, device):
         self.steps += 1
-        return super().batch(generator, device)
+        batch = super().batch(generator, device)
+        if self.logit_normal:
+            alpha_bar = torch.sigmoid(2 * torch.randn(batch["size"], generator=generator))
+            # the cosine schedule's time at that noise level, for the loss-versus-t bins
+            t = torch.arccos(alpha_bar.sqrt()) * 2 * (1 + S) / math.pi - S
+            batch.update(alpha_bar=alpha_bar.to(device), t=t.clamp(0, 1))
+        return batch
 
     def export(self, ema_model, out_dir):
         begin = time.time()
@@ -90,7 +101,7 @@ def run_train(args) -> None:
                          threads=args.threads)
     out = OUT / args.name
     task = TimedTask(model, autoencoder, images, labels, ae_folder, config.batch_size,
-                     minutes=args.minutes)
+                     minutes=args.minutes, logit_normal=args.timesteps == "logit-normal")
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps({**vars(args), "schedule": SCHEDULE}, indent=2,
                                                 default=str) + "\n")
@@ -124,8 +135,9 @@ def run_score(args) -> None:
 def recipe(run: Path) -> str:
     """A run's recipe in words, from its recipe.json (runs made before an option existed lack it)."""
     r = json.loads((run / "recipe.json").read_text())
-    return (f"{r.get('prediction', 'eps')}, batch {r.get('batch_size', 128)}, lr {r['lr']:g}, "
-            f"seed {r['seed']}")
+    timesteps = "" if r.get("timesteps", "cosine") == "cosine" else f", {r['timesteps']} noise levels"
+    return (f"{r.get('prediction', 'eps')}{timesteps}, batch {r.get('batch_size', 128)}, "
+            f"lr {r['lr']:g}, seed {r['seed']}")
 
 
 def at(scores: list[dict], minutes: float) -> str:
@@ -182,6 +194,8 @@ def main(argv=None) -> None:
     t.add_argument("--batch-size", type=int, default=WINNER.batch_size)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--prediction", choices=PREDICTIONS, default="v")
+    t.add_argument("--timesteps", choices=("cosine", "logit-normal"), default="cosine",
+                   help="noise levels uniform in the cosine schedule's time, or SD3's logit-normal")
     for p in (t, sub.add_parser("score")):
         p.add_argument("--threads", type=int, default=1)
         p.add_argument("--data-root", default="data")

@@ -6,9 +6,9 @@ import torch
 S = 0.008
 MIN_ALPHA_BAR = 1e-4  # alpha_bar(1) is 0; keep a trace of signal so log-SNR stays finite
 SPACINGS = ("time", "logsnr")
-# what a diffuser's head answers: the noise ε, or v = √ᾱ·ε − √(1−ᾱ)·x₀ (learns several times faster
-# from scratch: benchmarks/learning_speed.py)
-PREDICTIONS = ("eps", "v")
+# what a diffuser's head answers: the noise ε, v = √ᾱ·ε − √(1−ᾱ)·x₀ (learns several times faster
+# from scratch: benchmarks/learning_speed.py), or the rectified-flow velocity ε − x₀
+PREDICTIONS = ("eps", "v", "flow")
 
 
 def cosine_alpha_bar(t: torch.Tensor) -> torch.Tensor:
@@ -59,14 +59,19 @@ def prediction_target(prediction: str, x0: torch.Tensor, alpha_bar: torch.Tensor
     add_noise(x0, alpha_bar, noise)."""
     if prediction == "eps":
         return noise
+    if prediction == "flow":
+        return noise - x0
     a = _per_item(alpha_bar, x0)
     return a.sqrt() * noise - (1 - a).sqrt() * x0
 
 
 def noise_from(prediction: str, answer: torch.Tensor, x_t: torch.Tensor,
                alpha_bar: torch.Tensor) -> torch.Tensor:
-    """The noise of x_t implied by a head's answer: ε = √ᾱ·v + √(1−ᾱ)·x_t for v."""
+    """The noise of x_t implied by a head's answer: ε = √ᾱ·v + √(1−ᾱ)·x_t for v, and
+    ε = (x_t + √ᾱ·u) / (√ᾱ + √(1−ᾱ)) for the flow velocity u = ε − x₀."""
     if prediction == "eps":
         return answer
     a = _per_item(alpha_bar, x_t)
+    if prediction == "flow":
+        return (x_t + a.sqrt() * answer) / (a.sqrt() + (1 - a).sqrt())
     return a.sqrt() * answer + (1 - a).sqrt() * x_t
