@@ -44,7 +44,8 @@ from riid.coords import dual_coords
 from riid.data import canvas
 from riid.images import grid, resize, to_uint8
 from riid.pipeline import DEFAULTS as LIBRARY_DEFAULTS
-from riid.pipeline import Pipeline, Settings, default_checkpoint, default_latent_size, load_pipeline
+from riid.pipeline import (LATENT_SHORT_SIDE, Pipeline, Settings, default_checkpoint, default_latent_size,
+                           load_pipeline)
 from riid.samplers import SAMPLERS
 from riid.schedule import SPACINGS
 from riid.validate import LIMITS, check_int
@@ -679,6 +680,8 @@ with gr.Blocks(title="riid: resolution-invariant digits", delete_cache=(600, 360
                     guidance_from = gr.Slider(-APP_LIMITS.cfg_from, APP_LIMITS.cfg_from, value=DEFAULTS.cfg_from,
                                               step=0.1, label="guidance from log-SNR (cfg_from)",
                                               info="noisier steps use the label alone: more varied digits; "
+                                                   f"stated for a {LATENT_SHORT_SIDE}×{LATENT_SHORT_SIDE} latent, "
+                                                   "larger ones start later; "
                                                    f"-{APP_LIMITS.cfg_from:g} guides every step")
                     with gr.Row():
                         sampler = gr.Radio(list(SAMPLERS), value=DEFAULTS.sampler, label="sampler")

@@ -33,7 +33,8 @@ def _path(text: str) -> Path:
 
 SETTING_HELP = {  # help of each pipeline.SAMPLING field; a field without one fails at start-up
     "steps": "sampler steps", "cfg": "guidance scale",
-    "cfg_from": "guide only steps at log-SNR >= this; noisier ones use the label alone",
+    "cfg_from": f"guide only steps at log-SNR >= this (on a {P.LATENT_SHORT_SIDE}x{P.LATENT_SHORT_SIDE} "
+                "latent; larger ones start later); noisier ones use the label alone",
     "sampler": "ddim or dpmpp", "spacing": "steps even in time or in log-SNR", "eta": "DDIM eta",
     "clouds": "diffuser attention groups: >1 is faster on large latents, rougher",
     "seed": "random seed"}

@@ -1,6 +1,7 @@
 """Pipelines and model folders: round trips, determinism, bad input, and nothing ever unpickled."""
 import dataclasses
 import json
+import math
 import os
 import time
 import pickle
@@ -13,7 +14,7 @@ import torch
 
 from riid import RIAE, Pipeline, load_model, load_pipeline, save_model
 from riid.checkpoint import atomic_write
-from riid.pipeline import LATENT_SHORT_SIDE, default_latent_size
+from riid.pipeline import LATENT_SHORT_SIDE, default_latent_size, guidance_start
 from riid.schedule import log_snr, sampling_alpha_bars
 from riid.validate import LIMITS
 
@@ -116,6 +117,18 @@ def test_unguided_steps_run_the_diffuser_on_one_condition(tiny_pipeline, monkeyp
     tiny_pipeline.generate([3], seed=0, steps=20, spacing="logsnr", cfg_from=0.0, height=8, width=8)
     below = int((log_snr(sampling_alpha_bars(20, "logsnr")[:-1]) < 0).sum())
     assert 5 < below < 15 and seen == [1] * below + [2] * (20 - below)
+    # a 240-token latent is guided from log(240/144) later: cfg_from -0.51 starts it at log-SNR 0
+    seen.clear()
+    tiny_pipeline.generate([3], seed=0, steps=20, spacing="logsnr", cfg_from=-math.log(240 / 144),
+                           height=8, width=8, latent_size=(12, 20))
+    assert seen == [1] * below + [2] * (20 - below)
+
+
+def test_guidance_start_moves_with_the_latent_token_count():
+    assert guidance_start(-2.3, (LATENT_SHORT_SIDE, LATENT_SHORT_SIDE)) == -2.3
+    assert guidance_start(-2.3, (12, 20)) == pytest.approx(-1.789, abs=1e-3)
+    assert guidance_start(-2.3, (20, 12)) == guidance_start(-2.3, (12, 20))
+    assert guidance_start(-2.3, (6, 6)) < -2.3
 
 
 BAD_SETTINGS = [

@@ -14,8 +14,8 @@ import torch
 
 from .. import cost
 from ..images import resize, save_grid
-from ..pipeline import (SAMPLING, Settings, default_checkpoint, default_latent_size,
-                        load_pipeline)
+from ..pipeline import (LATENT_SHORT_SIDE, SAMPLING, Settings, default_checkpoint,
+                        default_latent_size, load_pipeline)
 from ..validate import LIMITS, check_int, check_size
 from .classifier import Judges
 from .metrics import balanced_split, frechet_distance, psnr, real_at, sharpness, variety
@@ -200,7 +200,8 @@ def markdown(report: dict) -> str:
     s, ae = report["settings"], report["autoencoder"]
     lines = ["# riid eval", "",
              f"{s['n_per_class']} digits per class and size; sampler {s['sampler']}, {s['steps']} "
-             f"steps spaced in {s['spacing']}, CFG {s['cfg']:g} from log-SNR {s['cfg_from']:g}, "
+             f"steps spaced in {s['spacing']}, CFG {s['cfg']:g} from log-SNR {s['cfg_from']:g} on "
+             f"a {LATENT_SHORT_SIDE}×{LATENT_SHORT_SIDE} latent (later on larger ones), "
              f"eta {s['eta']:g}, clouds {s['clouds']}, seed {s['seed']}, {s['threads']} CPU "
              f"thread(s). Real digits: {s['real_per_class']} per class, resized unstretched to "
              "fill the shorter side. The judges see every image cropped to its ink and padded to "
