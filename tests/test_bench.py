@@ -80,3 +80,30 @@ def test_learning_speed_table_reads_each_run_at_30_60_and_120_minutes(tmp_path, 
                         "98.5%, 2.0× (61 min) | 99.0%, 2.0× | 120 min: 99.0%, 2.0× |")
     assert table[3] == ("| slow | eps, batch 128, lr 0.0008, seed 1 | 100 | not yet | "
                         "20.0%, 2.0× (32 min) | — | — | 32 min: 20.0%, 2.0× |")
+
+
+def test_learning_speed_draws_logit_normal_noise_levels_on_request():
+    """--timesteps logit-normal: half log-SNR ~ N(0, 1), with each draw's cosine time for the loss-by-t bins."""
+    import torch
+
+    from conftest import tiny_models
+    from riid.schedule import cosine_alpha_bar, log_snr
+    from riid.tasks import DiffusionModel
+
+    spec = importlib.util.spec_from_file_location("learning_speed", REPO / "benchmarks" / "learning_speed.py")
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    autoencoder, diffuser, conditioner = tiny_models()
+    images, labels = torch.rand(8, 1, 28, 28) * 2 - 1, torch.arange(8) % 10
+    draws = {}
+    for logit_normal in (False, True):
+        task = speed.TimedTask(DiffusionModel(diffuser, conditioner), autoencoder, images, labels, "unused",
+                               batch_size=128, minutes=1.0, logit_normal=logit_normal)
+        generator = torch.Generator().manual_seed(0)
+        batches = [task.batch(generator, "cpu") for _ in range(8)]
+        lam = log_snr(torch.cat([b["alpha_bar"] for b in batches]))
+        t = torch.cat([b["t"] for b in batches])
+        assert torch.allclose(cosine_alpha_bar(t), torch.cat([b["alpha_bar"] for b in batches]), atol=1e-3)
+        draws[logit_normal] = lam
+    assert abs(draws[True].mean()) < 0.15 and 0.85 < draws[True].std() < 1.15
+    assert draws[False].std() > 1.3  # the cosine schedule's own spread is wider
