@@ -47,8 +47,8 @@ class Settings:
     latent_width: int = LATENT_SHORT_SIDE
     steps: int = 20
     cfg: float = 2.25  # 3 gives surer but less varied digits
-    # guide only steps at log-SNR >= this (on a 12×12 latent; guidance_start moves it for others);
-    # the noisiest use the label alone (more varied)
+    # guide only steps at log-SNR >= this (on the square latent of LATENT_SHORT_SIDE² tokens;
+    # guidance_start moves it for others); the noisiest use the label alone (more varied)
     cfg_from: float = -2.3
     sampler: str = "dpmpp"
     spacing: str = "logsnr"  # steps even in log-SNR: a sharper last step than even time steps
