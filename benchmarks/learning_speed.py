@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from riid.eval.metrics import balanced_split
 from riid.eval.report import Reference
 from riid.pipeline import default_checkpoint, load_pipeline
 from riid.presets import DIFFUSER_PRESETS
-from riid.schedule import PREDICTIONS, S
+from riid.schedule import PREDICTIONS, cosine_time
 from riid.tasks import DiffuserTask, DiffusionModel
 from riid.train import RECIPES, TrainConfig, train
 
@@ -69,8 +68,7 @@ class TimedTask(DiffuserTask):
         if self.logit_normal:
             alpha_bar = torch.sigmoid(2 * torch.randn(batch["size"], generator=generator))
             # the cosine schedule's time at that noise level, for the loss-versus-t bins
-            t = torch.arccos(alpha_bar.sqrt()) * 2 * (1 + S) / math.pi - S
-            batch.update(alpha_bar=alpha_bar.to(device), t=t.clamp(0, 1))
+            batch.update(alpha_bar=alpha_bar.to(device), t=cosine_time(alpha_bar))
         return batch
 
     def export(self, ema_model, out_dir):

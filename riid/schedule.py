@@ -15,6 +15,11 @@ def cosine_alpha_bar(t: torch.Tensor) -> torch.Tensor:
     return (torch.cos((t + S) / (1 + S) * math.pi / 2) ** 2).clamp(MIN_ALPHA_BAR, 1.0)
 
 
+def cosine_time(alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The t at which cosine_alpha_bar(t) is alpha_bar (its inverse), clamped to [0, 1]."""
+    return (torch.arccos(alpha_bar.sqrt()) * 2 * (1 + S) / math.pi - S).clamp(0.0, 1.0)
+
+
 def log_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
     """λ = ½·log(alpha_bar / (1 − alpha_bar)), the half log signal-to-noise ratio."""
     return 0.5 * torch.log(alpha_bar / (1 - alpha_bar))

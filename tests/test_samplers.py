@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from riid.samplers import SAMPLERS, sample_ddim, sample_dpmpp_2m
-from riid.schedule import (MIN_ALPHA_BAR, PREDICTIONS, SPACINGS, add_noise, cosine_alpha_bar, log_snr,
+from riid.schedule import (MIN_ALPHA_BAR, PREDICTIONS, SPACINGS, add_noise, cosine_alpha_bar, cosine_time, log_snr,
                            noise_from, prediction_target, sampling_alpha_bars)
 
 
@@ -46,6 +46,7 @@ def test_schedule_runs_from_noise_to_clean():
     t = torch.linspace(0, 1, 11, dtype=torch.float64)
     expected = torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
     torch.testing.assert_close(cosine_alpha_bar(t)[:-1], expected[:-1])
+    torch.testing.assert_close(cosine_time(cosine_alpha_bar(t))[:-1], t[:-1])  # its inverse, short of the clamp
 
 
 def test_logsnr_spacing_is_even_in_log_snr_between_the_same_ends():
